@@ -1,0 +1,64 @@
+"""Turns an event's subscriptions into the plain tuple of calls the loop walks.
+
+Filters that hold for a whole loader pass (loader names, epoch frequency) are applied once,
+when the tuple is built; only ``every=N`` on batch events is checked per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from eventrunner.events import BATCH_EVENTS, Subscription
+
+if TYPE_CHECKING:
+    from eventrunner.background import BackgroundWorker
+    from eventrunner.runner import Runner
+
+Call = Callable[["Runner"], Any]
+
+
+def _every_batch(handler: Call, every: int) -> Call:
+    def call(runner: Runner) -> Any:
+        if runner.loader_batch_step % every == 0:
+            return handler(runner)
+        return None
+
+    return call
+
+
+def _in_background(handler: Call, worker: BackgroundWorker) -> Call:
+    def call(runner: Runner) -> None:
+        worker.submit(handler, runner.snapshot(), runner.epoch_step)
+
+    return call
+
+
+def compile_calls(
+    event: str,
+    subscriptions: Iterable[Subscription],
+    loader_key: str | None,
+    epoch_step: int,
+    worker: BackgroundWorker | None,
+) -> tuple[tuple[Call, ...], bool]:
+    """The calls for ``event`` in order, and whether any of them must be awaited."""
+    calls = []
+    awaits = False
+    batch_event = event in BATCH_EVENTS
+    for sub in subscriptions:
+        if batch_event:
+            if sub.loaders and (loader_key is None or not sub.loaders(loader_key)):
+                continue
+        elif not sub.fires_for(event, loader_key, epoch_step):
+            continue
+        call = sub.handler
+        if sub.background:
+            if worker is None:
+                raise RuntimeError(f"{sub.name}: background subscriber without a worker")
+            call = _in_background(call, worker)
+        else:
+            awaits = awaits or sub.is_async
+        if batch_event and sub.every is not None and sub.every > 1:
+            call = _every_batch(call, sub.every)
+        calls.append(call)
+    return tuple(calls), awaits

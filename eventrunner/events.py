@@ -1,0 +1,361 @@
+"""Lifecycle events, the bus that publishes them, and the ``Callback`` base class.
+
+The loop, as pseudocode; each ``<name>`` is an event published on the bus::
+
+    <experiment_start>
+    for epoch_step in 1..num_epochs:
+        <epoch_start>
+        for loader_key, loader in loaders.items():    # train* / valid* / infer*
+            <loader_start>                            # mode (train/eval, grad) holds until loader_end
+            for batch in prefetch(loader):            # dict batches, already on the device
+                <batch_start>
+                runner.handle_batch(batch)            # sets runner.output, runner.batch_metrics
+                <batch_end>                           # metrics 10..20, backward 30, step 40, ...
+            <loader_end>                              # loader_metrics final after order 20
+        <epoch_end>                                   # scheduler 50, selection 60, early stop 65
+        if runner.need_early_stop: break
+    <experiment_end>
+
+    on any exception: <exception>, then <experiment_end>, then the exception propagates.
+
+Subscribers run in ascending ``order``; ties keep registration order. blinker promises no
+order, so the bus keeps its own: a tuple sorted by ``(order, registration)`` per event,
+rebuilt on (dis)connect and walked in a plain loop on send.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+import blinker
+
+if TYPE_CHECKING:
+    from eventrunner.runner import Runner
+
+EXPERIMENT_START = "experiment_start"
+EPOCH_START = "epoch_start"
+LOADER_START = "loader_start"
+BATCH_START = "batch_start"
+BATCH_END = "batch_end"
+LOADER_END = "loader_end"
+EPOCH_END = "epoch_end"
+EXPERIMENT_END = "experiment_end"
+EXCEPTION = "exception"
+
+#: The nine events, in the order the loop first publishes them.
+EVENTS: tuple[str, ...] = (
+    EXPERIMENT_START,
+    EPOCH_START,
+    LOADER_START,
+    BATCH_START,
+    BATCH_END,
+    LOADER_END,
+    EPOCH_END,
+    EXPERIMENT_END,
+    EXCEPTION,
+)
+BATCH_EVENTS = frozenset({BATCH_START, BATCH_END})
+_ALWAYS_EVENTS = frozenset({EXPERIMENT_START, EXPERIMENT_END, EXCEPTION})
+
+
+class Order(IntEnum):
+    """Built-in subscriber orders; lower runs first."""
+
+    INTERNAL = 0
+    METRIC = 10
+    METRIC_AGGREGATION = 20
+    GUARD = 25
+    BACKWARD = 30
+    OPTIMIZER = 40
+    SCHEDULER = 50
+    CHECKPOINT = 60
+    EARLY_STOPPING = 65
+    USER = 70
+    LOGGING = 80
+    EXTERNAL = 100
+
+
+#: Catalyst's name for the same thing.
+CallbackOrder = Order
+
+
+class LoaderFilter:
+    """Matches loader names: exact names, or prefixes written as ``"valid*"``."""
+
+    def __init__(self, loaders: str | Iterable[str] | None):
+        if loaders is None:
+            names: tuple[str, ...] = ()
+        elif isinstance(loaders, str):
+            names = (loaders,)
+        else:
+            names = tuple(loaders)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"loaders filter: expected loader names, got {name!r}")
+        self.names = names
+        self._exact = frozenset(n for n in names if not n.endswith("*"))
+        self._prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def __call__(self, loader_key: str) -> bool:
+        if not self.names:
+            return True
+        return loader_key in self._exact or loader_key.startswith(self._prefixes)
+
+    def __repr__(self) -> str:
+        return f"loaders={list(self.names)!r}"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One handler connected to one event, with its place in the order and its filters."""
+
+    event: str
+    handler: Callable[[Runner], Any]
+    order: int
+    seq: int
+    name: str
+    loaders: LoaderFilter
+    every: int | None = None
+    is_async: bool = False
+    background: bool = False
+
+    def fires_for(self, event: str, loader_key: str | None, epoch_step: int) -> bool:
+        """Whether the loader and frequency filters let a non-batch event through."""
+        if event in _ALWAYS_EVENTS:
+            return True
+        if self.loaders and event not in (EPOCH_START, EPOCH_END):
+            if loader_key is None or not self.loaders(loader_key):
+                return False
+        return self.every is None or epoch_step % self.every == 0
+
+    def describe(self) -> str:
+        flags = [f"order={self.order}"]
+        if self.loaders:
+            flags.append(repr(self.loaders))
+        if self.every:
+            flags.append(f"every={self.every}")
+        if self.background:
+            flags.append("background")
+        elif self.is_async:
+            flags.append("async")
+        return f"{self.name} ({', '.join(flags)})"
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - a callable object's async __call__
+    )
+
+
+def _check_every(every: int | None, owner: str) -> int | None:
+    if every is None:
+        return None
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"{owner}: every= must be a positive int, got {every!r}")
+    return every
+
+
+class EventBus:
+    """Publishes the loop's events to subscribers, in a deterministic order.
+
+    Each bus owns a private blinker ``Namespace`` whose signals hold receivers strongly
+    (``weak=False``: lambdas and bound methods of temporary objects must not vanish).
+    """
+
+    def __init__(self) -> None:
+        self._namespace = blinker.Namespace()
+        self._signals = {event: self._namespace.signal(event) for event in EVENTS}
+        self._subscriptions: dict[str, list[Subscription]] = {event: [] for event in EVENTS}
+        self._sorted: dict[str, tuple[Subscription, ...]] = {event: () for event in EVENTS}
+        self._seq = itertools.count()
+
+    def signal(self, event: str) -> blinker.NamedSignal:
+        """The blinker signal behind an event (read-only use: connect through the bus)."""
+        return self._signals[_check_event(event)]
+
+    def connect(
+        self,
+        event: str,
+        handler: Callable[[Runner], Any],
+        *,
+        order: int = Order.USER,
+        loaders: str | Iterable[str] | None = None,
+        every: int | None = None,
+        background: bool = False,
+        name: str | None = None,
+    ) -> Subscription:
+        """Connect a function ``handler(runner)`` (sync or ``async def``) to ``event``."""
+        _check_event(event)
+        if not callable(handler):
+            raise TypeError(f"event {event!r}: handler must be callable, got {handler!r}")
+        label = name or getattr(handler, "__qualname__", None) or repr(handler)
+        sub = Subscription(
+            event=event,
+            handler=handler,
+            order=int(order),
+            seq=next(self._seq),
+            name=label,
+            loaders=loaders if isinstance(loaders, LoaderFilter) else LoaderFilter(loaders),
+            every=_check_every(every, label),
+            is_async=_is_async(handler),
+            background=background,
+        )
+        self._signals[event].connect(handler, weak=False)
+        self._subscriptions[event].append(sub)
+        self._resort(event)
+        return sub
+
+    def disconnect(self, subscription: Subscription) -> None:
+        subs = self._subscriptions[subscription.event]
+        subs.remove(subscription)
+        if not any(s.handler == subscription.handler for s in subs):
+            self._signals[subscription.event].disconnect(subscription.handler)
+        self._resort(subscription.event)
+
+    def subscribe(self, callback: Callback) -> list[Subscription]:
+        """Connect every ``on_<event>`` method that ``callback``'s class defines."""
+        label = callback.describe_name()
+        return [
+            self.connect(
+                event,
+                handler,
+                order=callback.order,
+                loaders=callback.loader_filter,
+                every=callback.every,
+                background=callback.background,
+                name=label,
+            )
+            for event, handler in callback.handlers().items()
+        ]
+
+    def subscriptions(self, event: str) -> tuple[Subscription, ...]:
+        """The subscriptions of ``event`` in the order they run."""
+        return self._sorted[_check_event(event)]
+
+    def has_subscribers(self, event: str) -> bool:
+        return bool(self._sorted[event])
+
+    def _resort(self, event: str) -> None:
+        self._sorted[event] = tuple(
+            sorted(self._subscriptions[event], key=lambda s: (s.order, s.seq))
+        )
+
+    def describe(self) -> str:
+        """The composed pipeline: each event with its subscribers in order."""
+        lines = []
+        for event in EVENTS:
+            lines.append(f"{event}:")
+            subs = self._sorted[event]
+            lines.extend(f"  {s.describe()}" for s in subs) if subs else lines.append("  -")
+        return "\n".join(lines)
+
+
+def _check_event(event: str) -> str:
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+    return event
+
+
+class Callback:
+    """Base class of subscribers: define ``on_<event>(self, runner)`` for the events you need.
+
+    Only the ``on_*`` methods a subclass overrides are connected. ``order`` places it among the
+    other subscribers (see :class:`Order`), ``loaders`` limits it to some loaders (a name, a
+    list, or a prefix ``"valid*"``), ``every=N`` fires batch events every N-th batch of a
+    loader and loader/epoch events every N-th epoch. Set the class attribute ``background =
+    True`` to run off the loop's path (on a snapshot of the runner's counters and metrics).
+
+    Example::
+
+        class PrintLoss(Callback):
+            def __init__(self):
+                super().__init__(order=Order.LOGGING, loaders="valid*")
+
+            def on_loader_end(self, runner):
+                print(runner.loader_key, runner.loader_metrics["loss"])
+    """
+
+    #: Registry name; a user subscriber of the same kind replaces the default one.
+    kind: str | None = None
+    #: Run handlers on the background worker instead of in the loop.
+    background: bool = False
+    order: int = Order.USER
+    every: int | None = None
+    loader_filter: LoaderFilter = LoaderFilter(None)
+
+    def __init__(
+        self,
+        order: int = Order.USER,
+        loaders: str | Iterable[str] | None = None,
+        every: int | None = None,
+    ) -> None:
+        self.order = int(order)
+        self.loader_filter = LoaderFilter(loaders)
+        self.every = _check_every(every, type(self).__name__)
+
+    def on_experiment_start(self, runner: Runner) -> Any: ...
+    def on_epoch_start(self, runner: Runner) -> Any: ...
+    def on_loader_start(self, runner: Runner) -> Any: ...
+    def on_batch_start(self, runner: Runner) -> Any: ...
+    def on_batch_end(self, runner: Runner) -> Any: ...
+    def on_loader_end(self, runner: Runner) -> Any: ...
+    def on_epoch_end(self, runner: Runner) -> Any: ...
+    def on_experiment_end(self, runner: Runner) -> Any: ...
+    def on_exception(self, runner: Runner) -> Any: ...
+
+    def handlers(self) -> dict[str, Callable[[Runner], Any]]:
+        """The bound ``on_<event>`` methods that this object's class overrides."""
+        found = {}
+        for event in EVENTS:
+            attr = f"on_{event}"
+            if getattr(type(self), attr) is not getattr(Callback, attr):
+                found[event] = getattr(self, attr)
+        return found
+
+    def describe_name(self) -> str:
+        return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in checkpoints (plain Python values and tensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(order={self.order})"
+
+
+class FunctionCallback(Callback):
+    """A plain function ``fn(runner)`` subscribed to one event.
+
+    Example: ``FunctionCallback("epoch_end", lambda runner: print(runner.epoch_step))``.
+    """
+
+    def __init__(
+        self,
+        event: str,
+        fn: Callable[[Runner], Any],
+        order: int = Order.USER,
+        loaders: str | Iterable[str] | None = None,
+        every: int | None = None,
+    ) -> None:
+        super().__init__(order=order, loaders=loaders, every=every)
+        self.event = _check_event(event)
+        if not callable(fn):
+            raise TypeError(f"FunctionCallback({event!r}): expected a callable, got {fn!r}")
+        self.fn = fn
+
+    def handlers(self) -> dict[str, Callable[[Runner], Any]]:
+        return {self.event: self.fn}
+
+    def describe_name(self) -> str:
+        return getattr(self.fn, "__qualname__", repr(self.fn))

@@ -1,0 +1,88 @@
+"""Metric helpers: ``accuracy`` and the batch-size-weighted means of a loader pass.
+
+Means are kept without a host-device sync per batch: values on the CPU become Python floats
+at once (cheap there), values on an accelerator are summed on the device and read once, at
+loader end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+
+def accuracy(
+    logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int] = (1,)
+) -> list[torch.Tensor]:
+    """Top-k accuracy, one 0-d tensor per k, as in Catalyst.
+
+    ``targets`` holds class indices of shape ``(N,)`` or one-hot rows shaped like ``logits``.
+
+    Example::
+
+        accuracy01, accuracy03 = accuracy(logits, targets, topk=(1, 3))
+    """
+    if logits.ndim < 2:
+        raise ValueError(f"accuracy: logits must be (N, C), got shape {tuple(logits.shape)}")
+    num_classes = logits.shape[-1]
+    topk = tuple(topk)
+    if not topk or any(not 1 <= k <= num_classes for k in topk):
+        raise ValueError(f"accuracy: topk must be in [1, {num_classes}], got {topk}")
+    if targets.shape == logits.shape:
+        targets = targets.argmax(dim=-1)
+    targets = targets.reshape(-1, 1)
+    max_k = max(topk)
+    if max_k == 1:
+        hits = logits.argmax(dim=-1, keepdim=True).eq(targets)
+    else:
+        hits = logits.topk(max_k, dim=-1).indices.eq(targets)
+    count = targets.shape[0]
+    return [hits[:, :k].sum(dtype=torch.float32) / count for k in topk]
+
+
+class WeightedMeans:
+    """Means of scalar metrics weighted by batch size: ``Σ vᵢ·nᵢ / Σ nᵢ`` per name.
+
+    Scalars are Python numbers and one-element tensors (with or without grad); anything
+    else is skipped.
+    """
+
+    __slots__ = ("counts", "sums")
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, metrics: Mapping[str, Any], weight: int) -> None:
+        sums, counts = self.sums, self.counts
+        for name, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    continue
+                if value.device.type == "cpu":
+                    value = value.item()
+                else:
+                    total = sums.get(name)
+                    if total is None:
+                        sums[name] = value.detach().double().reshape(()) * weight
+                    else:
+                        total.add_(value.detach().reshape(()), alpha=weight)
+                    counts[name] = counts.get(name, 0) + weight
+                    continue
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            sums[name] = sums.get(name, 0.0) + value * weight
+            counts[name] = counts.get(name, 0) + weight
+
+    def compute(self) -> dict[str, float]:
+        """The means as Python floats (one device read per accelerator metric)."""
+        return {name: float(total) / self.counts[name] for name, total in self.sums.items()}
+
+    def names(self) -> Iterable[str]:
+        return self.sums.keys()
+
+    def reset(self) -> None:
+        self.sums = {}
+        self.counts = {}

@@ -1,0 +1,33 @@
+"""Built-in subscribers: each one does one thing to a run, under Catalyst's name where it has one.
+
+They are registered in the ``eventrunner.plugins`` entry-point group (see ``pyproject.toml``)
+and can be replaced by any subscriber that declares the same ``kind``.
+"""
+
+from plugins.backward import BackwardCallback, OptimizerCallback
+from plugins.checkpoint import CheckpointCallback
+from plugins.early_stopping import EarlyStoppingCallback
+from plugins.finite_check import FiniteCheckCallback, NonFiniteLossError
+from plugins.loggers import ConsoleLogger
+from plugins.loss_capture import LossCaptureCallback
+from plugins.metrics import AccuracyCallback, LoaderMetricCallback, MetricAggregationCallback
+from plugins.overfit import BatchOverfitCallback
+from plugins.progress import ProgressBarCallback
+from plugins.scheduler import SchedulerCallback
+
+__all__ = [
+    "AccuracyCallback",
+    "BackwardCallback",
+    "BatchOverfitCallback",
+    "CheckpointCallback",
+    "ConsoleLogger",
+    "EarlyStoppingCallback",
+    "FiniteCheckCallback",
+    "LoaderMetricCallback",
+    "LossCaptureCallback",
+    "MetricAggregationCallback",
+    "NonFiniteLossError",
+    "OptimizerCallback",
+    "ProgressBarCallback",
+    "SchedulerCallback",
+]

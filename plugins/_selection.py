@@ -1,0 +1,47 @@
+"""What model selection and early stopping share: which metric to watch, and comparing it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Watched:
+    """A loader's metric to watch; unset fields follow ``runner.selection``."""
+
+    loader: str | None = None
+    metric: str | None = None
+    minimize: bool | None = None
+
+    def resolve(self, runner: Any) -> Watched:
+        selection = runner.selection
+        return Watched(
+            loader=self.loader if self.loader is not None else selection.loader,
+            metric=self.metric if self.metric is not None else selection.metric,
+            minimize=self.minimize if self.minimize is not None else selection.minimize,
+        )
+
+    def value(self, runner: Any, owner: str) -> float:
+        """This epoch's value; a clear error when the loader did not produce it."""
+        produced = runner.epoch_metrics.get(self.loader)
+        if produced is None:
+            raise ValueError(
+                f"{owner}: loader {self.loader!r} did not run this epoch "
+                f"(loaders: {', '.join(runner.loaders)})"
+            )
+        if self.metric not in produced:
+            raise ValueError(
+                f"{owner}: metric {self.metric!r} was not produced by loader {self.loader!r}; "
+                f"it produced {', '.join(sorted(produced)) or 'no metrics'}"
+            )
+        return float(produced[self.metric])
+
+    def improves(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
+        """Strictly better than ``best`` by more than ``min_delta`` (ties keep the earlier)."""
+        if math.isnan(value):
+            return False
+        if best is None:
+            return True
+        return best - value > min_delta if self.minimize else value - best > min_delta

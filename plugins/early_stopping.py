@@ -1,0 +1,60 @@
+"""Stops training after ``patience`` epochs without improvement of a loader's metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventrunner.events import Callback, Order
+from plugins._selection import Watched
+
+
+class EarlyStoppingCallback(Callback):
+    """Catalyst's ``EarlyStoppingCallback(patience, loader_key, metric_key, minimize, min_delta)``;
+    unset keys follow the runner's selection (``valid_loader``, ``main_metric``)."""
+
+    kind = "early_stopping"
+
+    def __init__(
+        self,
+        patience: int,
+        loader_key: str | None = None,
+        metric_key: str | None = None,
+        minimize: bool | None = None,
+        min_delta: float = 1e-6,
+    ) -> None:
+        super().__init__(order=Order.EARLY_STOPPING)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"EarlyStoppingCallback: patience must be a positive int, got {patience!r}")
+        if min_delta < 0:
+            raise ValueError(f"EarlyStoppingCallback: min_delta must be >= 0, got {min_delta!r}")
+        self.patience = patience
+        self.min_delta = min_delta
+        self.watched = Watched(loader_key, metric_key, minimize)
+        self._target = self.watched
+        self.best: float | None = None
+        self.wait = 0
+
+    def on_experiment_start(self, runner: Any) -> None:
+        self._target = self.watched.resolve(runner)
+        if self._target.loader not in runner.loaders:
+            raise ValueError(
+                f"EarlyStoppingCallback: loader {self._target.loader!r} is not among the loaders "
+                f"({', '.join(runner.loaders)})"
+            )
+
+    def on_epoch_end(self, runner: Any) -> None:
+        value = self._target.value(runner, "EarlyStoppingCallback")
+        if self._target.improves(value, self.best, self.min_delta):
+            self.best = value
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            runner.need_early_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+        self.wait = int(state.get("wait", 0))

@@ -1,0 +1,113 @@
+"""Metric subscribers: batch -> loader -> epoch aggregation, accuracy, torchmetrics-style metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from eventrunner.events import Callback, Order
+from eventrunner.metrics import WeightedMeans, accuracy
+
+
+class MetricAggregationCallback(Callback):
+    """Aggregates every scalar in ``batch_metrics`` into ``loader_metrics`` (batch-size-weighted
+    means) and files them in ``epoch_metrics[loader_key]`` at loader end."""
+
+    kind = "metrics"
+
+    def __init__(self) -> None:
+        super().__init__(order=Order.METRIC_AGGREGATION)
+        self.means = WeightedMeans()
+
+    def on_loader_start(self, runner: Any) -> None:
+        self.means = WeightedMeans()
+
+    def on_batch_end(self, runner: Any) -> None:
+        self.means.update(runner.batch_metrics, runner.batch_size)
+
+    def on_loader_end(self, runner: Any) -> None:
+        runner.loader_metrics.update(self.reduce(runner, self.means))
+        runner.epoch_metrics[runner.loader_key] = runner.loader_metrics
+
+    def reduce(self, runner: Any, means: WeightedMeans) -> dict[str, float]:
+        """The loader's means (across processes when the run is distributed)."""
+        return means.compute()
+
+
+def _lookup(runner: Any, key: str) -> Any:
+    output = runner.output
+    if isinstance(output, dict) and key in output:
+        return output[key]
+    if key in runner.batch:
+        return runner.batch[key]
+    raise KeyError(
+        f"key {key!r} is in neither runner.output ({sorted(output) if isinstance(output, dict) else output!r}) "
+        f"nor the batch ({sorted(runner.batch)}) of loader {runner.loader_key!r}"
+    )
+
+
+class AccuracyCallback(Callback):
+    """Top-k accuracy of ``input_key`` logits against ``target_key``, as ``accuracy01``, ...
+
+    Example: ``AccuracyCallback(input_key="logits", target_key="targets", topk=(1, 3))``.
+    """
+
+    kind = "accuracy"
+
+    def __init__(
+        self,
+        input_key: str = "logits",
+        target_key: str = "targets",
+        topk: Sequence[int] = (1,),
+        prefix: str = "accuracy",
+        loaders: str | Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(order=Order.METRIC, loaders=loaders)
+        self.input_key = input_key
+        self.target_key = target_key
+        self.topk = tuple(topk)
+        self.names = tuple(f"{prefix}{k:02d}" for k in self.topk)
+
+    def on_batch_end(self, runner: Any) -> None:
+        values = accuracy(_lookup(runner, self.input_key), _lookup(runner, self.target_key), self.topk)
+        runner.batch_metrics.update(zip(self.names, values, strict=True))
+
+
+class LoaderMetricCallback(Callback):
+    """Plugs in any loader-level metric with ``update(preds, targets)``, ``compute()``,
+    ``reset()`` (the torchmetrics protocol); its value lands in ``loader_metrics[name]``."""
+
+    kind = "loader_metric"
+
+    def __init__(
+        self,
+        metric: Any,
+        name: str,
+        input_key: str = "logits",
+        target_key: str = "targets",
+        loaders: str | Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(order=Order.METRIC, loaders=loaders)
+        for method in ("update", "compute", "reset"):
+            if not callable(getattr(metric, method, None)):
+                raise TypeError(f"LoaderMetricCallback({name!r}): metric has no {method}()")
+        self.metric = metric
+        self.name = name
+        self.input_key = input_key
+        self.target_key = target_key
+
+    def on_loader_start(self, runner: Any) -> None:
+        self.metric.reset()
+
+    def on_batch_end(self, runner: Any) -> None:
+        self.metric.update(
+            _lookup(runner, self.input_key).detach(), _lookup(runner, self.target_key)
+        )
+
+    def on_loader_end(self, runner: Any) -> None:
+        value = self.metric.compute()
+        runner.loader_metrics[self.name] = (
+            float(value) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        )
