@@ -6,6 +6,7 @@ default replaces that default.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
     from eventrunner.runner import Runner
 
 
-def _user_callbacks(callbacks: Sequence[Callback] | Mapping[str, Callback] | None) -> list[Callback]:
+def _user_callbacks(
+    callbacks: Sequence[Callback] | Mapping[str, Callback] | None,
+) -> list[Callback]:
     if callbacks is None:
         return []
     items = list(callbacks.values()) if isinstance(callbacks, Mapping) else list(callbacks)
@@ -29,9 +32,13 @@ def _user_callbacks(callbacks: Sequence[Callback] | Mapping[str, Callback] | Non
     return items
 
 
-def default_kinds(runner: Runner, *, overfit: bool, verbose: bool, console: bool) -> list[str]:
+def default_kinds(
+    runner: Runner, *, overfit: bool, verbose: bool, console: bool, profile: bool = False
+) -> list[str]:
     """Registry names of the defaults for this run, in registration order."""
-    kinds = ["loss_capture", "metrics", "finite_check"]
+    # DDP set-up comes first: it wraps the model and shards the loaders before anyone looks.
+    kinds = ["distributed"] if runner.ddp else []
+    kinds += ["loss_capture", "metrics", "finite_check"]
     if runner.optimizer is not None:
         kinds += ["backward", "optimizer"]
     if runner.scheduler is not None:
@@ -43,6 +50,12 @@ def default_kinds(runner: Runner, *, overfit: bool, verbose: bool, console: bool
         kinds.append("console")
     if verbose:
         kinds.append("progress")
+    if runner.logdir is not None:
+        kinds += ["csv", "jsonl"]
+        if importlib.util.find_spec("tensorboard") is not None:  # the optional extra
+            kinds.append("tensorboard")
+    if profile:
+        kinds.append("profiler")
     return kinds
 
 
@@ -53,13 +66,16 @@ def compose_callbacks(
     overfit: bool = False,
     verbose: bool = False,
     console: bool = True,
+    profile: bool = False,
 ) -> list[Callback]:
     """Defaults first (so ties in order run them first), then the user's subscribers."""
     user = _user_callbacks(callbacks)
     replaced = {callback.kind for callback in user if callback.kind}
     defaults: list[Any] = [
         registry.create(kind)
-        for kind in default_kinds(runner, overfit=overfit, verbose=verbose, console=console)
+        for kind in default_kinds(
+            runner, overfit=overfit, verbose=verbose, console=console, profile=profile
+        )
         if kind not in replaced
     ]
     return defaults + user

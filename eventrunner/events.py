@@ -6,7 +6,7 @@ The loop, as pseudocode; each ``<name>`` is an event published on the bus::
     for epoch_step in 1..num_epochs:
         <epoch_start>
         for loader_key, loader in loaders.items():    # train* / valid* / infer*
-            <loader_start>                            # mode (train/eval, grad) holds until loader_end
+            <loader_start>                            # train/eval and grad mode hold to loader_end
             for batch in prefetch(loader):            # dict batches, already on the device
                 <batch_start>
                 runner.handle_batch(batch)            # sets runner.output, runner.batch_metrics
@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -131,9 +131,12 @@ class Subscription:
         """Whether the loader and frequency filters let a non-batch event through."""
         if event in _ALWAYS_EVENTS:
             return True
-        if self.loaders and event not in (EPOCH_START, EPOCH_END):
-            if loader_key is None or not self.loaders(loader_key):
-                return False
+        if (
+            self.loaders
+            and event not in (EPOCH_START, EPOCH_END)
+            and (loader_key is None or not self.loaders(loader_key))
+        ):
+            return False
         return self.every is None or epoch_step % self.every == 0
 
     def describe(self) -> str:
@@ -242,6 +245,22 @@ class EventBus:
 
     def has_subscribers(self, event: str) -> bool:
         return bool(self._sorted[event])
+
+    def has_background(self) -> bool:
+        """Whether any subscription runs on the background worker."""
+        return any(sub.background for subs in self._sorted.values() for sub in subs)
+
+    def wrap_handlers(self, wrap: Callable[[Subscription], Callable[[Runner], Any]]) -> None:
+        """Replace each subscription's handler by ``wrap(subscription)``, keeping the order.
+
+        For profilers and tracers: the loop compiles its calls from the subscriptions per
+        event and loader pass, so the wrappers take effect from the next event on.
+        """
+        for event in EVENTS:
+            self._subscriptions[event] = [
+                replace(sub, handler=wrap(sub)) for sub in self._subscriptions[event]
+            ]
+            self._resort(event)
 
     def _resort(self, event: str) -> None:
         self._sorted[event] = tuple(

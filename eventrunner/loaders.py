@@ -126,6 +126,9 @@ class BatchLimitLoaderWrapper:
             return len(self.loader)  # type: ignore[arg-type]
         if self._kept is not None:
             return len(self._kept)
+        if loader_length(self.loader) is None:
+            # an iterable without len() may hold fewer than k batches: unknown until read
+            raise TypeError("BatchLimitLoaderWrapper: length unknown before the first pass")
         return self._limit
 
     def __iter__(self) -> Iterator[Any]:

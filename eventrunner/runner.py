@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from eventrunner import compose
-from eventrunner.asyncio_bridge import run_sync
+from eventrunner import checkpointing, compose, distributed, precision
+from eventrunner.asyncio_bridge import interrupts_raise, run_sync
 from eventrunner.background import BackgroundWorker
 from eventrunner.dispatch import compile_calls
 from eventrunner.events import (
@@ -37,7 +37,7 @@ from eventrunner.events import (
     EventBus,
 )
 from eventrunner.loaders import loader_kind, loader_length, validate_loaders
-from eventrunner.prefetch import move_to_device, prefetched
+from eventrunner.prefetch import Prefetcher, move_to_device, prefetched
 from eventrunner.rng import seed_everything
 
 log = logging.getLogger("eventrunner")
@@ -130,6 +130,15 @@ class Runner:
         self.overfit = False
         self.verbose = False
         self._worker: BackgroundWorker | None = None
+        self._prefetcher = Prefetcher()
+        # Scale and precision (SPEC 10), set by train(); read by the DDP/backward subscribers.
+        self.ddp = False
+        self.ddp_kwargs: dict[str, Any] = {}
+        self.amp_dtype: torch.dtype | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.accumulation_steps = 1
+        self.grad_clip_norm: float | None = None
+        self.grad_clip_value: float | None = None
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -171,8 +180,8 @@ class Runner:
         if isinstance(batch, Mapping):
             return dict(batch)
         raise TypeError(
-            f"loader {self.loader_key!r} yielded a {type(batch).__name__} batch: {type(self).__name__} "
-            "expects dict batches ({'features': ..., 'targets': ...}); "
+            f"loader {self.loader_key!r} yielded a {type(batch).__name__} batch: "
+            f"{type(self).__name__} expects dict batches ({'features': ..., 'targets': ...}); "
             "use SupervisedRunner for (input, target) tuples"
         )
 
@@ -196,7 +205,18 @@ class Runner:
         """Train: see :meth:`atrain` for the arguments. Works inside a running event loop too."""
         run_sync(self.atrain, **kwargs)
 
-    async def atrain(
+    @distributed.process_group_scope
+    async def atrain(self, **kwargs: Any) -> None:
+        """Train: :meth:`compose` the run from ``kwargs`` (its arguments), then run it."""
+        self.compose(**kwargs)
+        if self.resume is not None:
+            # After seeding (RNG states are restored over the seed), before experiment_start
+            # (every subscriber starts from the resumed counters and states).
+            checkpointing.restore_run(self, self.resume)
+        with interrupts_raise():  # Ctrl-C stops the loop where it is, not at its next await
+            await self._run_experiment()
+
+    def compose(
         self,
         *,
         loaders: Mapping[str, Iterable[Any]],
@@ -220,15 +240,32 @@ class Runner:
         device: str | torch.device | None = None,
         resume: str | Path | None = None,
         prefetch: int = 2,
-    ) -> None:
-        """Run ``num_epochs`` epochs over ``loaders`` (the async form of :meth:`train`).
+        profile: bool = False,
+        ddp: bool | None = None,
+        ddp_kwargs: Mapping[str, Any] | None = None,
+        amp: bool | str | torch.dtype = False,
+        accumulation_steps: int = 1,
+        grad_clip_norm: float | None = None,
+        grad_clip_value: float | None = None,
+    ) -> EventBus:
+        """Validate the arguments, seed, compose the subscribers and return the bus; no training.
+
+        :meth:`train`/:meth:`atrain` take these arguments and then run ``num_epochs`` epochs
+        over ``loaders``; ``print(runner.compose(...).describe())`` shows the pipeline.
 
         Arguments left out keep what the runner already holds (``model``, ``criterion``,
         ``optimizer``, ``scheduler``). ``valid_loader``/``main_metric``/``minimize_metric``
         pick the best epoch (``valid_metric``/``minimize_valid_metric`` are Catalyst 22's
         names). ``overfit=True`` runs one batch per loader. ``verbose`` shows progress bars,
         ``console`` prints one line per loader per epoch. ``prefetch`` batches are fetched
-        ahead (0 turns it off). ``resume`` continues from a checkpoint.
+        ahead (0 turns it off). ``resume`` continues from a checkpoint. ``profile=True``
+        times every subscriber and batch phase and prints a table at the end.
+
+        Scale and precision: ``ddp`` trains data-parallel (None: when launched by torchrun)
+        with ``ddp_kwargs`` for ``DistributedDataParallel`` (e.g. ``find_unused_parameters``);
+        ``amp`` autocasts (True: bf16 on CPU, fp16 + GradScaler on CUDA; or ``"fp16"``,
+        ``"bf16"``); ``accumulation_steps`` batches per optimizer step; ``grad_clip_norm`` /
+        ``grad_clip_value`` clip gradients before each step.
         """
         self._configure(
             loaders=loaders,
@@ -248,15 +285,21 @@ class Runner:
         self.load_best_on_end = load_best_on_end
         self.overfit = overfit
         self.verbose = verbose
+        self.ddp = distributed.ddp_active(ddp)
+        self.ddp_kwargs = dict(ddp_kwargs or {})
+        self.amp_dtype = precision.resolve_amp(amp, self.device)
+        self.scaler = precision.grad_scaler(self.amp_dtype, self.device)
+        self.accumulation_steps = accumulation_steps
+        self.grad_clip_norm, self.grad_clip_value = grad_clip_norm, grad_clip_value
         if seed is not None:
             seed_everything(seed)
         self.callbacks = compose.compose_callbacks(
-            self, callbacks, overfit=overfit, verbose=verbose, console=console
+            self, callbacks, overfit=overfit, verbose=verbose, console=console, profile=profile
         )
         self.bus = EventBus()
         for callback in self.callbacks:
             self.bus.subscribe(callback)
-        await self._run_experiment()
+        return self.bus
 
     def _selection(
         self,
@@ -362,7 +405,7 @@ class Runner:
                 _note_secondary(error, f"{event} handler {call!r}", secondary)
 
     async def _run_experiment(self) -> None:
-        if any(s.background for e in self.bus._sorted.values() for s in e):
+        if self.bus.has_background():
             self._worker = BackgroundWorker(self.device.type)
         try:
             await self._publish(EXPERIMENT_START)
@@ -425,7 +468,7 @@ class Runner:
     async def _run_loader(self, loader_key: str, loader: Any) -> None:
         self._set_loader(loader_key, loader)
         self.model.train(self.is_train_loader)
-        with torch.set_grad_enabled(self.is_train_loader):
+        with torch.set_grad_enabled(self.is_train_loader), precision.autocast(self):
             await self._publish(LOADER_START)
             await self._run_batches()
             if self.loader_batch_step == 0:
@@ -442,7 +485,9 @@ class Runner:
         )
         handle_batch = self.handle_batch
         # Subscribers may replace runner.loader at loader_start (batch limits, samplers).
-        with prefetched(self.loader, self._prepare_batch, self.prefetch) as batches:
+        with self._prefetcher.batches(
+            self.loader, self.to_dict_batch, self.prefetch, self.device, self.loader_key
+        ) as batches:
             for batch in batches:
                 self.batch = batch
                 self.output = None
@@ -479,15 +524,20 @@ class Runner:
         verbose: bool = False,
     ) -> dict[str, Any]:
         """Run one ``valid`` pass over ``loader`` and return its loader metrics."""
-        self.train(
-            model=model,
-            loaders={"valid": loader},
-            callbacks=callbacks,
-            num_epochs=1,
-            seed=seed,
-            verbose=verbose,
-            console=False,
-        )
+        # Evaluating must not step the LR scheduler (the default one steps at epoch end).
+        scheduler, self.scheduler = self.scheduler, None
+        try:
+            self.train(
+                model=model,
+                loaders={"valid": loader},
+                callbacks=callbacks,
+                num_epochs=1,
+                seed=seed,
+                verbose=verbose,
+                console=False,
+            )
+        finally:
+            self.scheduler = scheduler
         return dict(self.loader_metrics)
 
     def predict_batch(self, batch: Any) -> Any:

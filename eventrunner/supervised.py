@@ -97,7 +97,8 @@ class SupervisedRunner(Runner):
         if self.output_key is None:
             if not isinstance(result, Mapping):
                 raise TypeError(
-                    f"output_key=None expects the model to return a dict, got {type(result).__name__}"
+                    "output_key=None expects the model to return a dict, "
+                    f"got {type(result).__name__}"
                 )
             return dict(result)
         if not isinstance(result, tuple | list) or len(result) != len(self.output_key):

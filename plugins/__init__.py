@@ -6,28 +6,36 @@ and can be replaced by any subscriber that declares the same ``kind``.
 
 from plugins.backward import BackwardCallback, OptimizerCallback
 from plugins.checkpoint import CheckpointCallback
+from plugins.csv_logger import CSVLogger
 from plugins.early_stopping import EarlyStoppingCallback
 from plugins.finite_check import FiniteCheckCallback, NonFiniteLossError
+from plugins.json_logger import JSONLogger
 from plugins.loggers import ConsoleLogger
 from plugins.loss_capture import LossCaptureCallback
 from plugins.metrics import AccuracyCallback, LoaderMetricCallback, MetricAggregationCallback
 from plugins.overfit import BatchOverfitCallback
+from plugins.profiler import ProfilerCallback
 from plugins.progress import ProgressBarCallback
 from plugins.scheduler import SchedulerCallback
+from plugins.tensorboard_logger import TensorBoardLogger
 
 __all__ = [
     "AccuracyCallback",
     "BackwardCallback",
     "BatchOverfitCallback",
+    "CSVLogger",
     "CheckpointCallback",
     "ConsoleLogger",
     "EarlyStoppingCallback",
     "FiniteCheckCallback",
+    "JSONLogger",
     "LoaderMetricCallback",
     "LossCaptureCallback",
     "MetricAggregationCallback",
     "NonFiniteLossError",
     "OptimizerCallback",
+    "ProfilerCallback",
     "ProgressBarCallback",
     "SchedulerCallback",
+    "TensorBoardLogger",
 ]

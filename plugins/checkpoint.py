@@ -1,17 +1,23 @@
-"""Model selection: the best epoch by the selection metric, and its weights.
+"""Model selection and checkpoints: the best epoch by the selection metric, and files to resume.
 
 After each epoch the chosen loader's metric is compared with the best so far; ties keep the
-earlier epoch. ``runner.best_valid_metric`` and ``runner.best_epoch`` follow it. The best
-weights are kept as a CPU snapshot (not the live model) for ``load_best_on_end``.
+earlier epoch. ``runner.best_valid_metric`` and ``runner.best_epoch`` follow it. With a
+``logdir`` each finished epoch is saved to ``logdir/checkpoints`` (``last.pth``, ``best.pth``,
+the top-k ``epoch_N.pth``, ``index.json``; see :mod:`eventrunner.checkpointing`); without one
+the best weights are kept as a CPU snapshot (not the live model) for ``load_best_on_end``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from eventrunner import checkpointing as ckpt
+from eventrunner import distributed
 from eventrunner.events import Callback, Order
 from plugins._selection import Watched
 
@@ -20,33 +26,69 @@ log = logging.getLogger("eventrunner")
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the module's state on the CPU, unaffected by further training."""
-    return {key: value.detach().to("cpu", copy=True) for key, value in module.state_dict().items()}
+    return {
+        key: value.detach().to("cpu", copy=True)
+        for key, value in ckpt.unwrap_model(module).state_dict().items()
+    }
+
+
+@dataclass
+class _Finished:
+    """An epoch whose ``epoch_end`` ran; saved once every ``epoch_end`` subscriber is done."""
+
+    epoch: int
+    metric: float | None
+    metrics: dict[str, dict[str, Any]]
 
 
 class CheckpointCallback(Callback):
     """Selects the best epoch by ``loader_key``/``metric_key``/``minimize`` (default: the
-    runner's ``valid_loader``/``main_metric``/``minimize_metric``)."""
+    runner's ``valid_loader``/``main_metric``/``minimize_metric``) and, with a ``logdir`` (its
+    own or the runner's), writes checkpoints: ``last.pth``, ``best.pth``, the ``topk`` best
+    epochs and ``index.json``.
+
+    ``background_save`` copies the state at epoch end and writes it on a thread while the next
+    epoch trains; by default (None) it does so when the model is on an accelerator, where the
+    CPU is free to write. On the CPU, training and the writer share the same cores: measured
+    no faster there (benchmarks/checkpoint_save.py), and the copy costs memory, so it writes
+    inline.
+
+    An epoch is saved after all its ``epoch_end`` subscribers ran (early stopping's state
+    included): at the next ``epoch_start``, or at ``experiment_end`` for the last one.
+    """
 
     kind = "checkpoint"
 
     def __init__(
         self,
-        logdir: str | None = None,
+        logdir: str | Path | None = None,
         loader_key: str | None = None,
         metric_key: str | None = None,
         minimize: bool | None = None,
         topk: int = 1,
         load_best_on_end: bool | None = None,
+        background_save: bool | None = None,
     ) -> None:
         super().__init__(order=Order.CHECKPOINT)
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 0:
+            raise ValueError(f"CheckpointCallback: topk must be an int >= 0, got {topk!r}")
         self.logdir = logdir
         self.watched = Watched(loader_key, metric_key, minimize)
         self.topk = topk
         self.load_best_on_end = load_best_on_end
+        self.background_save = background_save
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.folder: ckpt.CheckpointFolder | None = None
         self._active = True
         self._target = self.watched
+        self._finished: _Finished | None = None
+        self._writer = ckpt.CheckpointWriter(bool(background_save))
+        self._resumed_kept: list[ckpt.Entry] = []
+        self._resumed_best: ckpt.Entry | None = None
+        self._resumed_selection: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- the run
 
     def on_experiment_start(self, runner: Any) -> None:
         self._target = self.watched.resolve(runner)
@@ -59,12 +101,65 @@ class CheckpointCallback(Callback):
                     f"({', '.join(runner.loaders)})"
                 )
             self._disable(f"no {self._target.loader!r} loader")
-        else:
+        elif runner.epoch_step == 0:
             self._active = True
-        self.history = []
+        resumed = runner.epoch_step > 0  # restore_run() ran before experiment_start
+        if resumed:
+            self._check_resumed_selection(runner)
+        else:
+            self.history = []
+            self._resumed_kept, self._resumed_best, self._resumed_selection = [], None, None
+            runner.best_valid_metric = None
+            runner.best_epoch = None
         self.best_state = None
-        runner.best_valid_metric = None
-        runner.best_epoch = None
+        self._finished = None
+        background = self.background_save
+        if background is None:
+            background = runner.device.type != "cpu"
+        self._writer = ckpt.CheckpointWriter(background)
+        self.folder = None
+        logdir = self.logdir if self.logdir is not None else runner.logdir
+        if logdir is not None and self._writes_files(runner):
+            self.folder = ckpt.CheckpointFolder(
+                Path(logdir) / "checkpoints", self.topk, bool(self._target.minimize)
+            )
+            if resumed:
+                last = self.history[-1] if self.history else {}
+                self.folder.resume(
+                    runner.resume,
+                    ckpt.Entry(
+                        ckpt.LAST,
+                        runner.epoch_step,
+                        last.get("metric") if last.get("epoch") == runner.epoch_step else None,
+                    ),
+                    self._resumed_kept,
+                    self._resumed_best,
+                    runner.best_epoch,
+                    runner.best_valid_metric,
+                    self._selection(),
+                )
+            else:
+                self.folder.prepare()
+        elif resumed and self._keeps_weights_in_memory(runner):
+            self._best_from_resumed_folder(runner)
+
+    def _check_resumed_selection(self, runner: Any) -> None:
+        saved, now = self._resumed_selection, self._selection()
+        if saved is not None and now is not None and saved != now:
+            log.warning(
+                "eventrunner: %s chose its best epoch (%s) by %s; this run selects by %s",
+                runner.resume,
+                runner.best_epoch,
+                saved,
+                now,
+            )
+
+    def _writes_files(self, runner: Any) -> bool:
+        """Whether this process writes checkpoint files: rank 0 only (every process outside DDP).
+
+        The other ranks keep the best weights in memory for ``load_best_on_end``.
+        """
+        return distributed.is_main_process()
 
     def _disable(self, why: str) -> None:
         self._active = False
@@ -73,6 +168,10 @@ class CheckpointCallback(Callback):
     def _metric_given(self, runner: Any) -> bool:
         return self.watched.metric is not None or runner.selection.metric_given
 
+    def on_epoch_start(self, runner: Any) -> None:
+        if self._finished is not None:
+            self._save(runner)
+
     def on_epoch_end(self, runner: Any) -> None:
         if self._active:
             produced = runner.epoch_metrics.get(self._target.loader, {})
@@ -80,17 +179,111 @@ class CheckpointCallback(Callback):
                 self._disable(
                     f"loader {self._target.loader!r} produced no {self._target.metric!r} metric"
                 )
+        value: float | None = None
         if not self._active:
             runner.best_epoch = runner.epoch_step
             runner.best_valid_metric = None
+        else:
+            value = self._target.value(runner, "model selection")
+            self.history.append({"epoch": runner.epoch_step, "metric": value})
+            if self._target.improves(value, runner.best_valid_metric):
+                runner.best_valid_metric = value
+                runner.best_epoch = runner.epoch_step
+                if self._keeps_weights_in_memory(runner):
+                    self.best_state = cpu_state_dict(runner.model)
+        if self.folder is not None:
+            metrics = {k: dict(v) for k, v in runner.epoch_metrics.items()}
+            self._finished = _Finished(runner.epoch_step, value, metrics)
+
+    def on_exception(self, runner: Any) -> None:
+        # A finished epoch not saved yet: the failure came from an epoch_start subscriber
+        # before ours, so nothing of the new epoch ran. A failure inside epoch_end leaves
+        # that epoch unfinished: not saved, last.pth keeps the one before.
+        finished = self._finished
+        if finished is not None and finished.epoch == runner.epoch_step - 1:
+            self._save(runner)
+        self._finished = None
+        self._writer.wait()
+
+    def on_experiment_end(self, runner: Any) -> None:
+        if runner.exception is not None:
+            self._writer.wait()
             return
-        value = self._target.value(runner, "model selection")
-        self.history.append({"epoch": runner.epoch_step, "metric": value})
-        if self._target.improves(value, runner.best_valid_metric):
-            runner.best_valid_metric = value
-            runner.best_epoch = runner.epoch_step
-            if self._keeps_weights_in_memory(runner):
-                self.best_state = cpu_state_dict(runner.model)
+        if self._finished is not None:
+            self._save(runner)
+        self._writer.wait()
+        if self._wants_best_on_end(runner):
+            self._load_best(runner)
+
+    # ------------------------------------------------------------- saving
+
+    def _save(self, runner: Any) -> None:
+        folder = self.folder
+        if self._finished is None or folder is None:
+            return
+        # The previous write's error surfaces here, before this epoch is planned: the epoch
+        # stays pending, and on_exception tries it once more.
+        self._writer.wait()
+        finished, self._finished = self._finished, None
+        plan = folder.plan(
+            finished.epoch,
+            finished.metric,
+            runner.best_epoch,
+            runner.best_valid_metric,
+            self._selection(),
+        )
+        state = ckpt.capture_state(
+            runner,
+            epoch=finished.epoch,
+            epoch_metrics=finished.metrics,
+            history=self.history,
+            selection=self._selection(),
+        )
+        what = f"epoch {finished.epoch} to {folder.path}"
+        if self._writer.background:
+            # Copied now (synchronously): training goes on changing the live tensors.
+            state = ckpt.copy_to_cpu(state)
+        self._writer.submit(what, lambda: folder.write(state, plan))
+
+    def _selection(self) -> dict[str, Any] | None:
+        if not self._active:
+            return None
+        target = self._target
+        return {"loader": target.loader, "metric": target.metric, "minimize": bool(target.minimize)}
+
+    def _load_best(self, runner: Any) -> None:
+        if self.folder is None:
+            if self.best_state is not None:
+                ckpt.unwrap_model(runner.model).load_state_dict(self.best_state)
+            elif runner.best_epoch is not None and runner.best_epoch != runner.epoch_step:
+                log.warning(
+                    "eventrunner: load_best_on_end: the weights of epoch %d were not kept "
+                    "(resumed run without logdir); the model keeps its last weights",
+                    runner.best_epoch,
+                )
+            return
+        best = self.folder.best
+        if best is None or best.epoch != runner.best_epoch:
+            log.warning(
+                "eventrunner: load_best_on_end: %s does not hold the best epoch %s; the model "
+                "keeps its last weights",
+                self.folder.path / ckpt.BEST,
+                runner.best_epoch,
+            )
+            return
+        ckpt.load_weights(runner.model, self.folder.path / ckpt.BEST)
+
+    def _best_from_resumed_folder(self, runner: Any) -> None:
+        # Resumed without a logdir: the best weights may sit beside the resumed file.
+        if runner.best_epoch is None or runner.resume is None:
+            return
+        source = Path(runner.resume)
+        for candidate in (source, source.parent / ckpt.BEST):
+            if ckpt.peek_epoch(candidate) == runner.best_epoch:
+                self.best_state = ckpt.load_checkpoint(candidate)["model"]
+                return
+
+    # ---------------------------------------------------------- load_best_on_end
 
     def _wants_best_on_end(self, runner: Any) -> bool:
         if self.load_best_on_end is not None:
@@ -98,15 +291,25 @@ class CheckpointCallback(Callback):
         return bool(runner.load_best_on_end)
 
     def _keeps_weights_in_memory(self, runner: Any) -> bool:
-        return self._wants_best_on_end(runner)
+        # With a folder, best.pth is the snapshot: no second copy in memory.
+        return self.folder is None and self._wants_best_on_end(runner)
 
-    def on_experiment_end(self, runner: Any) -> None:
-        if runner.exception is None and self._wants_best_on_end(runner) and self.best_state:
-            runner.model.load_state_dict(self.best_state)
+    # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history), "active": self._active}
+        folder = self.folder
+        return {
+            "history": [dict(item) for item in self.history],
+            "active": self._active,
+            "topk": [entry.as_dict() for entry in folder.kept] if folder is not None else [],
+            "best_file": folder.best.as_dict() if folder is not None and folder.best else None,
+            "selection": self._selection(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = list(state.get("history", []))
+        self.history = [dict(item) for item in state.get("history", [])]
         self._active = bool(state.get("active", True))
+        self._resumed_kept = [ckpt.Entry.from_dict(item) for item in state.get("topk", [])]
+        best = state.get("best_file")
+        self._resumed_best = ckpt.Entry.from_dict(best) if best else None
+        self._resumed_selection = state.get("selection")

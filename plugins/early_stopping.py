@@ -24,7 +24,9 @@ class EarlyStoppingCallback(Callback):
     ) -> None:
         super().__init__(order=Order.EARLY_STOPPING)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"EarlyStoppingCallback: patience must be a positive int, got {patience!r}")
+            raise ValueError(
+                f"EarlyStoppingCallback: patience must be a positive int, got {patience!r}"
+            )
         if min_delta < 0:
             raise ValueError(f"EarlyStoppingCallback: min_delta must be >= 0, got {min_delta!r}")
         self.patience = patience

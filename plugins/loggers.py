@@ -1,4 +1,8 @@
-"""Console logger: one line per loader per epoch, and the best epoch at the end."""
+"""Console logger: one line per loader per epoch, and the best epoch at the end (rank 0 only).
+
+The file loggers live beside it (``csv_logger``, ``json_logger``, ``tensorboard_logger``) and
+are re-exported here, so ``from plugins.loggers import CSVLogger`` works too.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,12 @@ import sys
 from typing import Any, TextIO
 
 from eventrunner.events import Callback, Order
+from plugins._run_info import is_main_process
+from plugins.csv_logger import CSVLogger
+from plugins.json_logger import JSONLogger
+from plugins.tensorboard_logger import TensorBoardLogger
+
+__all__ = ["CSVLogger", "ConsoleLogger", "JSONLogger", "TensorBoardLogger", "format_metrics"]
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -18,14 +28,21 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 class ConsoleLogger(Callback):
+    """Prints ``1/3 * Epoch (valid): loss=0.4803 | accuracy01=0.8906`` at each loader end."""
+
     kind = "console"
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(order=Order.LOGGING)
         self.stream = stream
+        self._enabled = True
 
     def _print(self, line: str) -> None:
-        print(line, file=self.stream or sys.stdout, flush=True)
+        if self._enabled:
+            print(line, file=self.stream or sys.stdout, flush=True)
+
+    def on_experiment_start(self, runner: Any) -> None:
+        self._enabled = is_main_process(runner)
 
     def on_loader_end(self, runner: Any) -> None:
         self._print(

@@ -1,4 +1,4 @@
-"""Metric subscribers: batch -> loader -> epoch aggregation, accuracy, torchmetrics-style metrics."""
+"""Metric subscribers: batch -> loader -> epoch means, accuracy, torchmetrics-style metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from eventrunner.distributed import all_reduce_means
 from eventrunner.events import Callback, Order
 from eventrunner.metrics import WeightedMeans, accuracy
 
@@ -32,8 +33,9 @@ class MetricAggregationCallback(Callback):
         runner.epoch_metrics[runner.loader_key] = runner.loader_metrics
 
     def reduce(self, runner: Any, means: WeightedMeans) -> dict[str, float]:
-        """The loader's means (across processes when the run is distributed)."""
-        return means.compute()
+        """The loader's means (across processes when the run is distributed: one all-reduce of
+        the sums and counts, so ranks agree and match the single-process numbers)."""
+        return all_reduce_means(means)
 
 
 def _lookup(runner: Any, key: str) -> Any:
@@ -42,8 +44,9 @@ def _lookup(runner: Any, key: str) -> Any:
         return output[key]
     if key in runner.batch:
         return runner.batch[key]
+    outputs = sorted(output) if isinstance(output, dict) else repr(output)
     raise KeyError(
-        f"key {key!r} is in neither runner.output ({sorted(output) if isinstance(output, dict) else output!r}) "
+        f"key {key!r} is in neither runner.output ({outputs}) "
         f"nor the batch ({sorted(runner.batch)}) of loader {runner.loader_key!r}"
     )
 
@@ -71,7 +74,9 @@ class AccuracyCallback(Callback):
         self.names = tuple(f"{prefix}{k:02d}" for k in self.topk)
 
     def on_batch_end(self, runner: Any) -> None:
-        values = accuracy(_lookup(runner, self.input_key), _lookup(runner, self.target_key), self.topk)
+        values = accuracy(
+            _lookup(runner, self.input_key), _lookup(runner, self.target_key), self.topk
+        )
         runner.batch_metrics.update(zip(self.names, values, strict=True))
 
 

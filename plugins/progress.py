@@ -1,72 +1,148 @@
-"""A tqdm progress bar per loader with the running metrics.
+"""A tqdm progress bar per loader, with the loader's running metrics, on rank 0 only.
 
-The bar's postfix is refreshed at most every ``refresh_seconds`` (reading metrics then,
-never once per batch), so it adds no per-batch host-device sync.
+The bar is redrawn every ``refresh_seconds`` (or every ``refresh_batches`` batches): metrics
+are read then, never once per batch, so the bar adds no per-batch host-device sync. The
+running values are the loader's means so far, taken from the metric aggregation subscriber
+(on the CPU they are already Python floats; on an accelerator, one read per redraw).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TextIO
 
-import torch
 from tqdm.auto import tqdm
 
 from eventrunner.events import Callback, Order
+from plugins._run_info import is_main_process, scalar_items
 
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.detach())
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return float(value)
-    return None
+def _running_means(aggregator: Any) -> Mapping[str, Any] | None:
+    means = getattr(aggregator, "means", None)
+    compute = getattr(means, "compute", None)
+    if compute is None:
+        return None
+    try:
+        return compute()
+    except (ZeroDivisionError, RuntimeError):  # a foreign aggregator mid-update
+        return None
 
 
 class ProgressBarCallback(Callback):
+    """One tqdm bar per loader pass: ``1/3 * Epoch (train): 45%|███ | 58/128 [loss=0.41, ...]``.
+
+    Example: ``runner.train(..., verbose=True)`` composes it; pass
+    ``ProgressBarCallback(file=sys.stdout, refresh_seconds=0.5)`` in ``callbacks`` to change it.
+    The bar is removed at loader end (``leave=False``) so the console logger's line replaces it,
+    and closed on exceptions. Extra keyword arguments go to ``tqdm``.
+    """
+
     kind = "progress"
 
-    def __init__(self, refresh_seconds: float = 0.1, **tqdm_kwargs: Any) -> None:
+    def __init__(
+        self,
+        refresh_seconds: float = 0.1,
+        refresh_batches: int | None = None,
+        file: TextIO | None = None,
+        leave: bool = False,
+        **tqdm_kwargs: Any,
+    ) -> None:
         super().__init__(order=Order.LOGGING)
-        self.refresh_seconds = refresh_seconds
+        if refresh_seconds < 0:
+            raise ValueError(
+                f"ProgressBarCallback: refresh_seconds must be >= 0, got {refresh_seconds!r}"
+            )
+        if refresh_batches is not None and (
+            isinstance(refresh_batches, bool)
+            or not isinstance(refresh_batches, int)
+            or refresh_batches < 1
+        ):
+            raise ValueError(
+                "ProgressBarCallback: refresh_batches must be a positive int or None, "
+                f"got {refresh_batches!r}"
+            )
+        self.refresh_seconds = float(refresh_seconds)
+        self.refresh_batches = refresh_batches
+        self.file = file
+        self.leave = leave
         self.tqdm_kwargs = tqdm_kwargs
+        self._tqdm_options = {
+            "dynamic_ncols": True,
+            "unit": "batch",
+            # We throttle redraws ourselves; tqdm's own throttle would only delay them further.
+            "mininterval": 0,
+            "miniters": 1,
+            # A loader pass shorter than one redraw interval draws nothing at all.
+            "delay": self.refresh_seconds,
+            **tqdm_kwargs,
+        }
         self.bar: Any = None
+        self._enabled = True
+        self._aggregator: Any = None
         self._pending = 0
         self._next_refresh = 0.0
+        # With a batch count, the clock is never read; without one, every batch reads it.
+        self._batch_limit = refresh_batches if refresh_batches is not None else 0
+
+    def on_experiment_start(self, runner: Any) -> None:
+        self._close()
+        self._enabled = is_main_process(runner)
+        self._aggregator = next(
+            (
+                cb
+                for cb in getattr(runner, "callbacks", ())
+                if getattr(cb, "kind", None) == "metrics"
+            ),
+            None,
+        )
 
     def on_loader_start(self, runner: Any) -> None:
         self._close()
+        if not self._enabled:
+            return
         self.bar = tqdm(
             total=runner.loader_batch_len,
             desc=f"{runner.epoch_step}/{runner.num_epochs} * Epoch ({runner.loader_key})",
-            leave=False,
-            dynamic_ncols=True,
-            **self.tqdm_kwargs,
+            file=self.file,
+            leave=self.leave,
+            **self._tqdm_options,
         )
         self._pending = 0
         self._next_refresh = time.monotonic() + self.refresh_seconds
 
     def on_batch_end(self, runner: Any) -> None:
-        self._pending += 1
-        now = time.monotonic()
-        if now < self._next_refresh:
+        if self.bar is None:
             return
-        self._next_refresh = now + self.refresh_seconds
+        self._pending += 1
+        if self._batch_limit:
+            if self._pending < self._batch_limit:
+                return
+        else:
+            now = time.monotonic()
+            if now < self._next_refresh:
+                return
+            self._next_refresh = now + self.refresh_seconds
         self._refresh(runner)
 
+    def _postfix(self, runner: Any) -> dict[str, str]:
+        means = _running_means(self._aggregator)
+        values = means if means else runner.batch_metrics
+        return {name: f"{value:.4g}" for name, value in scalar_items(values)}
+
     def _refresh(self, runner: Any) -> None:
-        postfix = {}
-        for name, value in runner.batch_metrics.items():
-            number = _as_float(value)
-            if number is not None:
-                postfix[name] = f"{number:.4g}"
-        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.set_postfix(self._postfix(runner), refresh=False)
         self.bar.update(self._pending)
         self._pending = 0
 
     def on_loader_end(self, runner: Any) -> None:
-        if self.bar is not None:
-            self._refresh(runner)
+        # A bar that is not left on screen is cleared at close: a last redraw would be wasted.
+        if self.bar is not None and self.leave:
+            # loader_metrics holds the loader's final means here (aggregation runs at order 20).
+            postfix = {name: f"{value:.4g}" for name, value in scalar_items(runner.loader_metrics)}
+            self.bar.set_postfix(postfix or self._postfix(runner), refresh=False)
+            self.bar.update(self._pending)
+            self._pending = 0
         self._close()
 
     def on_exception(self, runner: Any) -> None:
@@ -76,6 +152,6 @@ class ProgressBarCallback(Callback):
         self._close()
 
     def _close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        bar, self.bar = self.bar, None
+        if bar is not None:
+            bar.close()

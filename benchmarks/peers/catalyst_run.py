@@ -2,7 +2,8 @@
 
 No logdir (so no checkpoint, CSV or TensorBoard logger), ``verbose=False`` (no tqdm bar). Catalyst
 always adds its console logger, which prints one line per loader per epoch: that is left as it is,
-as a user gets it. Catalyst reseeds the global RNGs at set-up and every epoch (``seed=``); the shuffle
+as a user gets it. Catalyst reseeds the global RNGs at set-up and every epoch (``seed=``);
+the shuffle
 of the train loader has its own generator, so the batch order is still the same as everyone's.
 """
 
@@ -11,9 +12,8 @@ from __future__ import annotations
 import time
 
 import catalyst
-from catalyst import dl
-
 import workloads
+from catalyst import dl
 
 FRAMEWORK = "catalyst"
 
@@ -22,8 +22,11 @@ def versions() -> dict:
     import accelerate
     import torch
 
-    return {"catalyst": catalyst.__version__, "accelerate": accelerate.__version__,
-            "torch": torch.__version__}
+    return {
+        "catalyst": catalyst.__version__,
+        "accelerate": accelerate.__version__,
+        "torch": torch.__version__,
+    }
 
 
 def run(workload_name: str, epochs: int | None = None) -> dict:
@@ -48,6 +51,10 @@ def run(workload_name: str, epochs: int | None = None) -> dict:
     fit_s = time.perf_counter() - t
     m = runner.epoch_metrics
     return workloads.result(
-        w, valid_loss=m["valid"]["loss"], valid_acc=m["valid"]["accuracy01"],
-        train_loss=m["train"]["loss"], train_acc=m["train"]["accuracy01"], fit_s=fit_s,
+        w,
+        valid_loss=m["valid"]["loss"],
+        valid_acc=m["valid"]["accuracy01"],
+        train_loss=m["train"]["loss"],
+        train_acc=m["train"]["accuracy01"],
+        fit_s=fit_s,
     )

@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 
 import ignite
+import workloads
 from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.metrics import Accuracy, Average, Loss
-
-import workloads
 
 FRAMEWORK = "ignite"
 
@@ -50,6 +49,10 @@ def run(workload_name: str, epochs: int | None = None) -> dict:
     fit_s = time.perf_counter() - t
     tm, vm = trainer.state.metrics, evaluator.state.metrics
     return workloads.result(
-        w, valid_loss=vm["loss"], valid_acc=vm["accuracy"],
-        train_loss=tm["loss"], train_acc=tm["accuracy"], fit_s=fit_s,
+        w,
+        valid_loss=vm["loss"],
+        valid_acc=vm["accuracy"],
+        train_loss=tm["loss"],
+        train_acc=tm["accuracy"],
+        fit_s=fit_s,
     )

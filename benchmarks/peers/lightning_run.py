@@ -1,4 +1,5 @@
-"""Lightning: a ``LightningModule`` and ``Trainer.fit`` with logging, checkpointing, progress bar and
+"""Lightning: a ``LightningModule`` and ``Trainer.fit`` with logging, checkpointing, progress bar
+and
 model summary off, on the CPU accelerator.
 
 Loss and accuracy go through ``self.log(..., on_epoch=True)`` in ``training_step`` and
@@ -15,7 +16,6 @@ import warnings
 
 import lightning
 import lightning.pytorch as pl
-
 import workloads
 
 FRAMEWORK = "lightning"
@@ -75,6 +75,10 @@ def run(workload_name: str, epochs: int | None = None) -> dict:
     fit_s = time.perf_counter() - t
     m = trainer.callback_metrics
     return workloads.result(
-        w, valid_loss=m["valid_loss"], valid_acc=m["valid_acc"],
-        train_loss=m["train_loss"], train_acc=m["train_acc"], fit_s=fit_s,
+        w,
+        valid_loss=m["valid_loss"],
+        valid_acc=m["valid_acc"],
+        train_loss=m["train_loss"],
+        train_acc=m["train_acc"],
+        fit_s=fit_s,
     )

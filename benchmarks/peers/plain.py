@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import torch
-
 import workloads
 
 FRAMEWORK = "plain"
@@ -47,5 +46,11 @@ def run(workload_name: str, epochs: int | None = None) -> dict:
         train_loss, train_acc = _run_loader(model, criterion, optimizer, w.train_loader, True)
         valid_loss, valid_acc = _run_loader(model, criterion, optimizer, w.valid_loader, False)
     fit_s = time.perf_counter() - t
-    return workloads.result(w, valid_loss=valid_loss, valid_acc=valid_acc,
-                            train_loss=train_loss, train_acc=train_acc, fit_s=fit_s)
+    return workloads.result(
+        w,
+        valid_loss=valid_loss,
+        valid_acc=valid_acc,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        fit_s=fit_s,
+    )

@@ -8,7 +8,8 @@ Timing is measured the same way for everyone, without touching any framework: th
 own forward calls in train mode and stamps the clock at the first train batch of epoch 2 and at the
 first train batch of the last epoch. The window in between holds exactly ``epochs - 2`` whole epochs
 (train loader, valid loader, and whatever the framework does at loader and epoch boundaries), and
-leaves out set-up, the warm-up epoch 1, the last epoch and tear-down. ``per_batch_us`` is that window
+leaves out set-up, the warm-up epoch 1, the last epoch and tear-down. ``per_batch_us`` is that
+window
 divided by the number of batches (train + valid) it holds.
 """
 
@@ -17,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 SEED = 0
@@ -43,15 +45,36 @@ class Spec:
 
 SPECS = {
     "small": Spec(
-        "small", 32, 64, 10, n_train=4096, n_valid=1024, epochs=5, optimizer="sgd",
+        "small",
+        32,
+        64,
+        10,
+        n_train=4096,
+        n_valid=1024,
+        epochs=5,
+        optimizer="sgd",
         description="MLP 32-64-10, in-memory tensors: framework overhead dominates",
     ),
     "large": Spec(
-        "large", 512, 2048, 10, n_train=2048, n_valid=512, epochs=4, optimizer="adam",
+        "large",
+        512,
+        2048,
+        10,
+        n_train=2048,
+        n_valid=512,
+        epochs=4,
+        optimizer="adam",
         description="MLP 512-2048-10, in-memory tensors: compute dominates",
     ),
     "slow": Spec(
-        "slow", 512, 1536, 10, n_train=1024, n_valid=256, epochs=5, optimizer="sgd",
+        "slow",
+        512,
+        1536,
+        10,
+        n_train=1024,
+        n_valid=256,
+        epochs=5,
+        optimizer="sgd",
         loader_sleep_s=0.002,
         description="MLP 512-1536-10 (~2 ms step), collate sleeps 2 ms per batch: prefetch matters",
     ),
@@ -95,6 +118,23 @@ class MLP(nn.Module):
         if self.training and self.stopwatch is not None:
             self.stopwatch.tick()
         return self.fc2(self.act(self.fc1(x)))
+
+
+class EpochShuffle(Sampler[int]):
+    """A random permutation per pass, drawn from ``seed + pass number`` (1-based)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        self.passes += 1
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.passes)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 class SleepyCollate:
@@ -161,15 +201,25 @@ def build(name: str, epochs: int | None = None) -> Workload:
     x_valid, y_valid = _make_data(spec, spec.n_valid, data_gen, teacher)
 
     collate = SleepyCollate(spec.loader_sleep_s) if spec.loader_sleep_s > 0 else None
-    # The shuffle has its own generator, so a framework that reseeds the global RNG
-    # (Catalyst does, every epoch) still sees the same batch order as everyone else.
+    # The shuffle order of each epoch depends only on the seed and on how many passes have been
+    # started, so it is the same for everyone: a framework that reseeds the global RNG (Catalyst
+    # does, every epoch), or that stops at len() instead of draining the sampler (Lightning does;
+    # a RandomSampler with a generator draws one more permutation when drained), still sees the
+    # same batches as the plain loop.
+    train_set = TensorDataset(x_train, y_train)
     train_loader = DataLoader(
-        TensorDataset(x_train, y_train), batch_size=BATCH_SIZE, shuffle=True,
-        generator=torch.Generator().manual_seed(SEED + 2), num_workers=0, collate_fn=collate,
+        train_set,
+        batch_size=BATCH_SIZE,
+        sampler=EpochShuffle(len(train_set), SEED + 2),
+        num_workers=0,
+        collate_fn=collate,
     )
     valid_loader = DataLoader(
-        TensorDataset(x_valid, y_valid), batch_size=BATCH_SIZE, shuffle=False,
-        num_workers=0, collate_fn=collate,
+        TensorDataset(x_valid, y_valid),
+        batch_size=BATCH_SIZE,
+        shuffle=False,
+        num_workers=0,
+        collate_fn=collate,
     )
 
     torch.manual_seed(SEED)
@@ -179,14 +229,27 @@ def build(name: str, epochs: int | None = None) -> Workload:
     model.stopwatch = stopwatch
     torch.manual_seed(SEED)
     return Workload(
-        spec=spec, model=model, criterion=nn.CrossEntropyLoss(),
-        optimizer=make_optimizer(spec, model), train_loader=train_loader,
-        valid_loader=valid_loader, stopwatch=stopwatch, epochs=epochs,
+        spec=spec,
+        model=model,
+        criterion=nn.CrossEntropyLoss(),
+        optimizer=make_optimizer(spec, model),
+        train_loader=train_loader,
+        valid_loader=valid_loader,
+        stopwatch=stopwatch,
+        epochs=epochs,
     )
 
 
-def result(w: Workload, *, valid_loss: float, valid_acc: float, train_loss: float | None = None,
-           train_acc: float | None = None, fit_s: float | None = None, **extra) -> dict:
+def result(
+    w: Workload,
+    *,
+    valid_loss: float,
+    valid_acc: float,
+    train_loss: float | None = None,
+    train_acc: float | None = None,
+    fit_s: float | None = None,
+    **extra,
+) -> dict:
     """The dict every ``run()`` returns."""
     sw = w.stopwatch
     if sw.t0 is None or sw.t1 is None:

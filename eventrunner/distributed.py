@@ -1,0 +1,378 @@
+"""torch.distributed helpers: rank checks, process-group set-up and tear-down, samplers, reductions.
+
+Every function is safe in a single process (no process group): the rank is then 0 of 1. The
+distributed engine is torch.distributed itself; this module only decides when to start it,
+which device each rank uses, and how loaders and loader metrics are shared between ranks.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
+
+from eventrunner.loaders import BatchLimitLoaderWrapper
+
+if TYPE_CHECKING:
+    from eventrunner.metrics import WeightedMeans
+
+log = logging.getLogger("eventrunner")
+
+_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+# ----------------------------------------------------------------------------- rank checks
+
+
+def is_dist_ready() -> bool:
+    """True when torch.distributed is available and a process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Global rank of this process (0 without a process group)."""
+    return dist.get_rank() if is_dist_ready() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes in the default group (1 without a process group)."""
+    return dist.get_world_size() if is_dist_ready() else 1
+
+
+def get_local_rank() -> int:
+    """Rank on this machine: ``LOCAL_RANK`` as torchrun sets it (0 when unset)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a single process): the rank that writes files, logs, progress bars."""
+    return get_rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` are set (torchrun, or by hand)."""
+    return all(name in os.environ for name in _TORCHRUN_ENV)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if is_dist_ready():
+        dist.barrier()
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The user's module inside a ``DistributedDataParallel`` (or the module itself).
+
+    Checkpoints save and load ``unwrap_model(runner.model).state_dict()``, so their keys are the
+    same with and without DDP (no ``module.`` prefix).
+    """
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ------------------------------------------------------------------ process-group lifecycle
+
+
+def _run_device(runner: Any, device: Any) -> torch.device:
+    """The device of this rank: an explicit index is kept, a bare ``cuda`` gets LOCAL_RANK."""
+    chosen = torch.device(device) if device is not None else runner.device
+    if chosen.type == "cuda" and (device is None or chosen.index is None):
+        chosen = torch.device("cuda", get_local_rank())
+    return chosen
+
+
+_rendezvous: dict[str, Any] = {}
+
+
+def _env_rank() -> int:
+    """``RANK`` as torchrun sets it."""
+    return int(os.environ["RANK"])
+
+
+def _next_store() -> dist.Store:
+    """The ``env://`` store under a fresh prefix for each group this process starts.
+
+    torch names every default group's keys alike (``default_pg/0/...``) and a destroyed group's
+    keys stay in the shared store, so a second ``train()`` in the same script could read the
+    first group's stale addresses. The base store is kept for the process and reused: a second
+    rendezvous would also try to bind the master port again.
+    """
+    if "store" not in _rendezvous:
+        store, _, _ = next(dist.rendezvous("env://"))
+        _rendezvous["store"] = store
+        _rendezvous["generation"] = 0
+    _rendezvous["generation"] += 1
+    store = dist.PrefixStore(f"eventrunner/{_rendezvous['generation']}", _rendezvous["store"])
+    _rendezvous["current"] = store
+    return store
+
+
+def init_process_group(device: torch.device) -> None:
+    """Start the default group: nccl on CUDA, gloo otherwise.
+
+    Under torchrun the ``env://`` rendezvous is used; without it (``train(ddp=True)`` in a plain
+    ``python`` process) a world of one process, which runs the DDP code path on one rank.
+    """
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if launched_by_torchrun():
+        dist.init_process_group(
+            backend,
+            store=_next_store(),
+            rank=_env_rank(),
+            world_size=int(os.environ["WORLD_SIZE"]),
+        )
+    else:
+        log.warning(
+            "eventrunner: ddp=True outside torchrun: one process (world size 1); start the "
+            "script with `torchrun --nproc_per_node=N script.py` for N processes"
+        )
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def _store_barrier(store: dist.Store, world_size: int, timeout_s: float = 1800.0) -> None:
+    # Not dist.barrier(): a gloo barrier work still being freed on gloo's thread (that needs the
+    # GIL) while this thread frees the process group (joining that thread, GIL held) deadlocks;
+    # seen here in 2 of 18 two-rank runs on a loaded machine (0 of 24 with this). The store
+    # needs no gloo work, and the polling sleep lets gloo's thread finish.
+    store.add("shutdown", 1)
+    deadline = time.monotonic() + timeout_s
+    while store.add("shutdown", 0) < world_size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"eventrunner: ranks did not all finish within {timeout_s:.0f} s")
+        time.sleep(0.005)
+
+
+def shutdown_process_group(*, wait: bool) -> None:
+    """Destroy the default group; ``wait`` first lets every rank reach this point (not on errors:
+    a rank that failed would leave the others waiting)."""
+    if not is_dist_ready():
+        return
+    store = _rendezvous.pop("current", None)
+    try:
+        if wait and store is not None and get_world_size() > 1:
+            _store_barrier(store, get_world_size())
+    finally:
+        time.sleep(0.01)  # release the GIL: gloo's thread may still be freeing finished work
+        dist.destroy_process_group()
+
+
+T = TypeVar("T")
+
+
+def process_group_scope(
+    atrain: Callable[..., Awaitable[T]],
+) -> Callable[..., Awaitable[T]]:
+    """Decorates ``Runner.atrain``: starts the process group when asked, and always tears down
+    the group it started, also on errors.
+
+    ``ddp=None`` (default) starts one under torchrun; ``ddp=True`` always (a world of one
+    outside torchrun); ``ddp=False`` never. A group the caller started is used, never destroyed.
+    On CUDA each rank trains on ``cuda:LOCAL_RANK`` unless ``device=`` names an index.
+    """
+
+    @functools.wraps(atrain)
+    async def wrapper(runner: Any, **kwargs: Any) -> T:
+        ddp = kwargs.get("ddp")
+        if ddp not in (None, True, False):
+            raise TypeError(f"ddp must be True, False or None (auto under torchrun), got {ddp!r}")
+        created = False
+        if ddp is not False and (is_dist_ready() or ddp or launched_by_torchrun()):
+            kwargs["device"] = _run_device(runner, kwargs.get("device"))
+            if not is_dist_ready():
+                init_process_group(kwargs["device"])
+                created = True
+        finished = False
+        try:
+            result = await atrain(runner, **kwargs)
+            finished = True
+            return result
+        finally:
+            if created:
+                shutdown_process_group(wait=finished)
+
+    return wrapper
+
+
+def ddp_active(ddp: bool | None) -> bool:
+    """Whether a run with this ``ddp`` argument is data-parallel: a group exists, not refused."""
+    return ddp is not False and is_dist_ready()
+
+
+# --------------------------------------------------------------------------- collectives
+
+
+def _collective_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast_value(value: int) -> int:
+    """Rank 0's ``value`` on every rank (one broadcast; the value itself without a group)."""
+    if not is_dist_ready() or get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
+def all_reduce_means(means: WeightedMeans) -> dict[str, float]:
+    """Loader means over all ranks: ``Σ sums / Σ counts`` per name, with ONE all-reduce.
+
+    Every rank must have produced the same metric names (they do when all ranks run the same
+    code); the means equal the single-process ones over the union of the ranks' data.
+    """
+    if not is_dist_ready() or get_world_size() == 1:
+        return means.compute()
+    names = sorted(means.sums)
+    device = _collective_device()
+    parts = []
+    for name in names:
+        total = means.sums[name]
+        if isinstance(total, torch.Tensor):
+            parts.append(total.detach().reshape(1).to(device=device, dtype=torch.float64))
+        else:
+            parts.append(torch.tensor([total], dtype=torch.float64, device=device))
+    counts = torch.tensor(
+        [means.counts[name] for name in names], dtype=torch.float64, device=device
+    )
+    packed = torch.cat([*parts, counts]) if parts else counts
+    dist.all_reduce(packed)
+    values = packed.tolist()
+    return {name: values[i] / values[len(names) + i] for i, name in enumerate(names)}
+
+
+def all_reduce_gradients(params: list[torch.Tensor]) -> None:
+    """Average the gradients of ``params`` over the ranks (a fallback for a step whose last
+    backward ran under ``no_sync``; DDP does this itself on every other step)."""
+    if not is_dist_ready() or get_world_size() == 1:
+        return
+    world = get_world_size()
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(world)
+
+
+# ------------------------------------------------------------------------------ samplers
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """A ``DistributedSampler`` that neither pads nor drops: every sample is seen exactly once
+    over all ranks, so evaluation metrics equal the single-process ones. Ranks may get one
+    sample more or less, so use it only where no collective runs per batch (``valid*``/``infer*``).
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int, shuffle: bool, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self):  # type: ignore[override]
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(self.total_size, generator=generator).tolist()
+        else:
+            indices = list(range(self.total_size))
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
+_COPIED = (
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "drop_last",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "persistent_workers",
+    "pin_memory_device",
+    "in_order",
+)
+
+
+def _not_sharded(key: str, why: str) -> None:
+    if is_main_process():
+        log.warning(
+            "eventrunner: loader %r is left as it is (%s): every rank iterates all of it; give it "
+            "a DistributedSampler yourself",
+            key,
+            why,
+        )
+
+
+def distributed_loader(key: str, loader: Any, *, seed: int = 0, pad: bool = True) -> Any:
+    """``loader`` with a ``DistributedSampler`` for this rank, keeping shuffle and drop_last.
+
+    ``pad=True`` (train loaders) pads to equal per-rank lengths, as DDP needs; ``pad=False``
+    (evaluation) uses :class:`UnpaddedDistributedSampler` so metrics cover each sample once. A
+    loader that already has a ``DistributedSampler`` is returned as it is; one that cannot be
+    rebuilt (not a plain ``DataLoader``, an ``IterableDataset``, a custom sampler) too, with a
+    warning. ``BatchLimitLoaderWrapper`` is unwrapped, and wrapped again around the result.
+    """
+    if isinstance(loader, BatchLimitLoaderWrapper):
+        inner = distributed_loader(key, loader.loader, seed=seed, pad=pad)
+        if inner is loader.loader:
+            return loader
+        return BatchLimitLoaderWrapper(inner, loader.num_batches)
+    if not isinstance(loader, DataLoader):
+        _not_sharded(key, f"a {type(loader).__name__}, not a DataLoader")
+        return loader
+    if isinstance(loader.sampler, DistributedSampler):
+        return loader
+    if type(loader) is not DataLoader:
+        _not_sharded(key, f"{type(loader).__name__} is a DataLoader subclass")
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        _not_sharded(key, "an IterableDataset shards itself")
+        return loader
+    if loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler:
+        _not_sharded(key, f"custom batch_sampler {type(loader.batch_sampler).__name__}")
+        return loader
+    sampler = loader.sampler
+    if isinstance(sampler, RandomSampler) and not sampler.replacement:
+        shuffle = True
+    elif type(sampler) is SequentialSampler:
+        shuffle = False
+    else:
+        _not_sharded(key, f"custom sampler {type(sampler).__name__}")
+        return loader
+    world, rank = get_world_size(), get_rank()
+    dataset = loader.dataset
+    if pad or len(dataset) < world:  # every rank needs a batch: pad tiny evaluation sets
+        new_sampler: DistributedSampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed
+        )
+    else:
+        new_sampler = UnpaddedDistributedSampler(dataset, world, rank, shuffle, seed)
+    kwargs = {name: getattr(loader, name) for name in _COPIED if hasattr(loader, name)}
+    return DataLoader(dataset, batch_size=loader.batch_size, sampler=new_sampler, **kwargs)
+
+
+def find_sampler(loader: Any) -> Any:
+    """The sampler with ``set_epoch`` a loader iterates with, if any."""
+    for sampler in (
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
+        if callable(getattr(sampler, "set_epoch", None)):
+            return sampler
+    return None

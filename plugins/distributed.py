@@ -1,0 +1,90 @@
+"""DDP set-up as a subscriber (order 0, first of all): wraps the model, shards the loaders.
+
+Composed by ``train()`` when the run is distributed (under torchrun, or ``ddp=True``). At
+experiment start every loader gets a ``DistributedSampler`` (train: padded to equal per-rank
+lengths; valid/infer: each sample once, so metrics equal the single-process ones) and the model
+is wrapped in ``DistributedDataParallel``; every epoch the samplers get ``set_epoch``; at
+experiment end ``runner.model`` is the user's module again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from eventrunner import distributed
+from eventrunner.events import Callback, Order
+from eventrunner.loaders import loader_kind
+
+
+class DistributedCallback(Callback):
+    """Data-parallel training over the default process group.
+
+    ``ddp_kwargs`` go to ``DistributedDataParallel`` on top of ``train(ddp_kwargs=...)``
+    (e.g. ``find_unused_parameters=True``). ``shard_loaders=False`` leaves the loaders alone.
+    ``seed`` seeds the samplers' shuffling (default: rank 0's torch seed, i.e. ``train(seed=)``).
+    """
+
+    kind = "distributed"
+
+    def __init__(
+        self,
+        ddp_kwargs: Mapping[str, Any] | None = None,
+        shard_loaders: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(order=Order.INTERNAL)
+        self.ddp_kwargs = dict(ddp_kwargs or {})
+        self.shard_loaders = shard_loaders
+        self.seed = seed
+        self._module: nn.Module | None = None
+
+    def on_experiment_start(self, runner: Any) -> None:
+        if not distributed.is_dist_ready():
+            raise ValueError(
+                "DistributedCallback needs a process group: launch the script with torchrun, "
+                "or pass train(ddp=True)"
+            )
+        if self.shard_loaders:
+            # The same seed on every rank, or the shards would overlap.
+            seed = (
+                self.seed
+                if self.seed is not None
+                else distributed.broadcast_value(torch.initial_seed() % 2**62)
+            )
+            runner.loaders = {
+                key: distributed.distributed_loader(
+                    key, loader, seed=seed, pad=loader_kind(key) == "train"
+                )
+                for key, loader in runner.loaders.items()
+            }
+        self._module = distributed.unwrap_model(runner.model)
+        if isinstance(runner.model, nn.parallel.DistributedDataParallel) or not self._trains(
+            runner
+        ):
+            return
+        kwargs = {**getattr(runner, "ddp_kwargs", {}), **self.ddp_kwargs}
+        if runner.device.type == "cuda":
+            kwargs.setdefault("device_ids", [runner.device.index])
+            kwargs.setdefault("output_device", runner.device.index)
+        runner.model = nn.parallel.DistributedDataParallel(runner.model, **kwargs)
+
+    @staticmethod
+    def _trains(runner: Any) -> bool:
+        # DDP refuses a module without trainable parameters; evaluation needs no wrapper.
+        has_train = any(loader_kind(key) == "train" for key in runner.loaders)
+        return has_train and any(p.requires_grad for p in runner.model.parameters())
+
+    def on_epoch_start(self, runner: Any) -> None:
+        for loader in runner.loaders.values():
+            sampler = distributed.find_sampler(loader)
+            if sampler is not None:
+                sampler.set_epoch(runner.epoch_step - 1)
+
+    def on_experiment_end(self, runner: Any) -> None:
+        if self._module is not None:
+            runner.model = self._module
+            self._module = None

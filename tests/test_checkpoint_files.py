@@ -1,0 +1,181 @@
+"""Reading checkpoint files safely: foreign pickles are refused without running their code,
+truncated or garbage files and other models' checkpoints get errors naming the file (and the
+keys), and the atomic write never leaves a half-written final file."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import plugins
+from eventrunner import Runner
+from eventrunner import checkpointing as ckpt
+
+
+class TinyRunner(Runner):
+    def handle_batch(self, batch: dict[str, Any]) -> None:
+        out = self.model(batch["x"])
+        self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
+
+
+def _checkpoint(folder: Path, model: nn.Module | None = None) -> Path:
+    torch.manual_seed(0)
+    model = model or nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    data = [{"x": torch.randn(4, 3), "y": torch.randn(4, 1)} for _ in range(2)]
+    TinyRunner().train(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters()),
+        loaders={"train": data, "valid": data},
+        num_epochs=1,
+        logdir=folder,
+        console=False,
+    )
+    return folder / "checkpoints" / "last.pth"
+
+
+class CreatesAFile:
+    """Unpickling this calls ``open(target, "w")``: a file appears if the pickle is run."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.target), "w"))
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_a_foreign_pickle_is_refused_without_running_it(tmp_path, how):
+    target = tmp_path / "created_by_pickle"
+    path = tmp_path / "evil.pth"
+    if how == "pickle":
+        path.write_bytes(pickle.dumps({"model": CreatesAFile(target)}, protocol=2))
+    else:
+        torch.save({"format": ckpt.FORMAT, "model": CreatesAFile(target)}, path)
+    with pytest.raises(ckpt.CheckpointError, match=r"evil\.pth") as info:
+        ckpt.load_checkpoint(path)
+    assert "refused" in str(info.value)
+    assert not target.exists()
+    # The runner's resume= goes through the same door.
+    with pytest.raises(ckpt.CheckpointError, match=r"evil\.pth"):
+        TinyRunner().train(
+            model=nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)),
+            loaders={"train": [{"x": torch.randn(2, 3), "y": torch.randn(2, 1)}]},
+            resume=path,
+            console=False,
+        )
+    assert not target.exists()
+
+
+def test_garbage_and_truncated_files_name_the_file(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(os.urandom(4096))
+    with pytest.raises(ckpt.CheckpointError, match=r"garbage\.pth"):
+        ckpt.load_checkpoint(garbage)
+
+    good = _checkpoint(tmp_path)
+    truncated = tmp_path / "truncated.pth"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ckpt.CheckpointError, match=r"truncated\.pth.*truncated, corrupt"):
+        ckpt.load_checkpoint(truncated)
+
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(ckpt.CheckpointError, match=r"empty\.pth"):
+        ckpt.load_checkpoint(empty)
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        ckpt.load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_a_torch_file_that_is_not_ours(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save(nn.Linear(3, 1).state_dict(), path)
+    with pytest.raises(ckpt.CheckpointError, match=r"weights\.pth: not an eventrunner checkpoint"):
+        ckpt.load_checkpoint(path)
+
+
+def test_a_checkpoint_of_another_model_names_the_keys(tmp_path):
+    path = _checkpoint(tmp_path)
+    other = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1), nn.Linear(1, 1))
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_weights(other, path)
+    message = str(info.value)
+    assert "last.pth" in message
+    assert "3.weight" in message and "3.bias" in message  # missing from the checkpoint
+    assert "0.weight (4, 3) vs (8, 3)" in message  # shapes differ
+    with pytest.raises(ckpt.CheckpointError, match="another model"):
+        TinyRunner().train(
+            model=other,
+            loaders={"train": [{"x": torch.randn(2, 3), "y": torch.randn(2, 1)}]},
+            resume=path,
+            console=False,
+        )
+
+
+def test_a_checkpoint_loads_into_the_same_model(tmp_path):
+    path = _checkpoint(tmp_path)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    state = ckpt.load_weights(model, path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state["model"].items())
+    assert ckpt.peek_epoch(path) == 1 and ckpt.peek_epoch(tmp_path / "nope.pth") is None
+
+
+def test_atomic_write_keeps_the_previous_file_when_the_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "last.pth"
+    ckpt.save_checkpoint({"format": ckpt.FORMAT, "version": 1, "epoch": 1}, [target])
+
+    def dies_midway(obj: Any, path: Any) -> None:
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(OSError, match="No space"):
+        ckpt.save_checkpoint({"format": ckpt.FORMAT, "version": 1, "epoch": 2}, [target])
+    assert ckpt.load_checkpoint(target)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]  # the temp file is gone
+
+
+def test_one_write_gives_every_name_the_same_content(tmp_path):
+    names = [tmp_path / "epoch_0001.pth", tmp_path / "best.pth", tmp_path / "last.pth"]
+    ckpt.save_checkpoint({"format": ckpt.FORMAT, "version": 1, "epoch": 1}, names)
+    assert [ckpt.peek_epoch(p) for p in names] == [1, 1, 1]
+    # A later write to one name leaves the others as they were.
+    ckpt.save_checkpoint({"format": ckpt.FORMAT, "version": 1, "epoch": 2}, [names[2]])
+    assert [ckpt.peek_epoch(p) for p in names] == [1, 1, 2]
+
+
+def test_leftover_temp_files_are_removed_at_start(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    leftover = folder / ".eventrunner-0123.tmp"
+    leftover.write_bytes(b"half")
+    mine = folder / "notes.txt"
+    mine.write_text("keep me")
+    _checkpoint(tmp_path)
+    assert not leftover.exists() and mine.exists()
+
+
+def test_checkpoint_callback_replaces_the_default_by_kind(tmp_path):
+    class MyCheckpoint(plugins.CheckpointCallback):
+        pass
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    data = [{"x": torch.randn(4, 3), "y": torch.randn(4, 1)}]
+    runner = TinyRunner()
+    runner.train(
+        model=model,
+        loaders={"train": data, "valid": data},
+        callbacks=[MyCheckpoint(logdir=tmp_path / "mine", topk=0)],
+        console=False,
+    )
+    folder = tmp_path / "mine" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pth", "index.json", "last.pth"]
+    assert sum(isinstance(c, plugins.CheckpointCallback) for c in runner.callbacks) == 1

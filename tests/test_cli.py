@@ -1,0 +1,151 @@
+"""The ``eventrunner`` command: run (config, --example, --set, --dry-run), plugins, plot."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+from eventrunner import EVENTS, cli, config
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: a second intra-op thread only adds contention on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _valid_accuracies(text: str) -> list[float]:
+    return [float(m) for m in re.findall(r"\(valid\):.*?accuracy01=([0-9.]+)", text)]
+
+
+def test_run_example_digits_reaches_90_percent(capsys):
+    status = cli.main(["run", "--example", "digits", "--set", "train.num_epochs=3"])
+    out = capsys.readouterr().out
+    assert status == 0
+    accuracies = _valid_accuracies(out)
+    assert len(accuracies) == 3  # one console line per epoch for the valid loader
+    assert max(accuracies) > 0.90
+    assert "Best epoch" in out and "done: 3 epochs" in out
+    assert "DigitsMLP" in out  # the summary printed before training
+
+
+def test_run_a_config_file_with_overrides(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(config.example_path("digits").read_text())
+    status = cli.main(
+        ["run", str(path), "--set", "train.num_epochs=1", "--set", "loaders.train.batch_size=256"]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "1/1 * Epoch (train)" in out and "2/1" not in out
+    assert "6 batches, batch_size 256" in out  # 1,438 samples / 256
+
+
+def test_dry_run_prints_every_event_with_its_subscribers_in_order(capsys):
+    status = cli.main(["run", "--example", "digits", "--dry-run"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "Epoch (" not in out  # nothing trained
+    headers = [line[:-1] for line in out.splitlines() if line.rstrip(":") in EVENTS]
+    assert headers == list(EVENTS)
+    # Each event's subscribers are listed in ascending order, as the bus runs them.
+    sections = re.split(r"^(\w+):$", out, flags=re.M)
+    listed = dict(zip(sections[1::2], sections[2::2], strict=True))
+    for event in EVENTS:
+        orders = [int(o) for o in re.findall(r"order=(-?\d+)", listed[event])]
+        assert orders == sorted(orders), event
+    batch_end = re.findall(r"^  (\w+) \(", listed["batch_end"], flags=re.M)
+    expected = ["AccuracyCallback", "MetricAggregationCallback", "BackwardCallback"]
+    assert [name for name in batch_end if name in expected] == expected
+    assert "loaders=['train*']" in listed["batch_end"]  # filters are shown
+    assert "EarlyStoppingCallback" in listed["epoch_end"]
+
+
+def test_dry_run_output_is_the_composed_bus(capsys):
+    cli.main(["run", "--example", "digits", "--dry-run", "--set", "train.verbose=true"])
+    out = capsys.readouterr().out
+    path = config.example_path("digits")
+    bus = config.build(config.load_config(path, ["train.verbose=true"])).compose()
+    assert bus.describe() in out
+    assert "ProgressBarCallback" in out  # --set reached the composition
+
+
+def test_config_errors_exit_2_naming_the_key_path(capsys):
+    status = cli.main(["run", "--example", "digits", "--set", "loaders.valid.batch_size=sixty"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "loaders.valid.batch_size: expected a positive int" in err
+    assert "'sixty'" in err
+
+
+def test_missing_config_file_and_unknown_example(tmp_path, capsys):
+    assert cli.main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    assert cli.main(["run", "--example", "digitz"]) == 2
+    assert "available: digits" in capsys.readouterr().err
+
+
+def test_missing_sklearn_says_which_extra_to_install(monkeypatch, capsys):
+    from eventrunner.examples import digits
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    digits._load.cache_clear()
+    try:
+        status = cli.main(["run", "--example", "digits", "--dry-run"])
+    finally:
+        digits._load.cache_clear()
+    assert status == 2
+    assert "pip install 'eventrunner[examples]'" in capsys.readouterr().err
+
+
+def test_plugins_lists_parameters_and_defaults(capsys):
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for name in ("accuracy", "early_stopping", "checkpoint", "overfit", "scheduler"):
+        assert re.search(rf"^{name}  ->  plugins\.", out, flags=re.M), name
+    assert "patience: int  (required)" in out
+    assert "min_delta: float = 1e-06" in out
+    assert "topk: Sequence[int] = (1,)" in out
+
+
+def test_plugins_unknown_name_suggests_close_matches(capsys):
+    assert cli.main(["plugins", "early_stoping"]) == 2
+    assert "did you mean 'early_stopping'" in capsys.readouterr().err
+
+
+def test_plot_is_delegated_to_eventrunner_plot(monkeypatch):
+    calls = []
+    fake = types.ModuleType("eventrunner.plot")
+    fake.main = lambda argv: calls.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "eventrunner.plot", fake)
+    assert cli.main(["plot", "logs/run", "--out", "curves.png"]) == 0
+    assert calls == [["logs/run", "--out", "curves.png"]]
+
+
+def test_plot_without_its_module_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "eventrunner.plot", None)
+    assert cli.main(["plot", "logs"]) == 2
+    assert "eventrunner plot" in capsys.readouterr().err
+
+
+def test_python_dash_m_eventrunner():
+    done = subprocess.run(
+        [sys.executable, "-m", "eventrunner", "plugins", "overfit"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "overfit  ->  plugins.overfit:BatchOverfitCallback" in done.stdout
