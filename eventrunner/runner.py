@@ -181,7 +181,8 @@ class Runner:
             return dict(batch)
         raise TypeError(
             f"loader {self.loader_key!r} yielded a {type(batch).__name__} batch: "
-            f"{type(self).__name__} expects dict batches ({'features': ..., 'targets': ...}); "
+            f"{type(self).__name__} expects dict batches "
+            "({'features': ..., 'targets': ...}); "
             "use SupervisedRunner for (input, target) tuples"
         )
 
