@@ -61,7 +61,7 @@ class WeightedMeans:
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
                     continue
-                if value.device.type == "cpu":
+                if value.is_cpu:
                     value = value.item()
                 else:
                     total = sums.get(name)

@@ -46,10 +46,14 @@ class CSVLogger(Callback):
     Composed by default when ``train(logdir=...)`` is given. On ``resume`` the rows of the
     epochs already done are kept and the run continues the file.
 
+    It runs as a background subscriber: the file is rewritten off the loop's path, from a
+    snapshot of the epoch's metrics, while the next epoch trains.
+
     Example: ``CSVLogger(logdir="runs/a", filename="metrics.csv")``.
     """
 
     kind = "csv"
+    background = True
 
     def __init__(
         self, logdir: str | os.PathLike[str] | None = None, filename: str = "metrics.csv"

@@ -36,7 +36,7 @@ class FiniteCheckCallback(Callback):
         if loss is None:
             return
         if isinstance(loss, torch.Tensor):
-            if loss.device.type != "cpu":
+            if not loss.is_cpu:
                 self._pending.append((runner.loader_batch_step, loss.detach()))
                 if len(self._pending) >= self.check_every:
                     self._flush(runner)
