@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import blinker
 
+from eventrunner.checks import positive_int
+
 if TYPE_CHECKING:
     from eventrunner.runner import Runner
 
@@ -159,11 +161,7 @@ def _is_async(handler: Callable[..., Any]) -> bool:
 
 
 def _check_every(every: int | None, owner: str) -> int | None:
-    if every is None:
-        return None
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"{owner}: every= must be a positive int, got {every!r}")
-    return every
+    return positive_int(every, f"{owner}: every=", optional=True)
 
 
 class EventBus:

@@ -22,6 +22,7 @@ from torch import nn
 from eventrunner import checkpointing, compose, distributed, precision
 from eventrunner.asyncio_bridge import interrupts_raise, run_sync
 from eventrunner.background import BackgroundWorker
+from eventrunner.checks import positive_int
 from eventrunner.dispatch import compile_calls
 from eventrunner.events import (
     BATCH_END,
@@ -342,8 +343,7 @@ class Runner:
     ) -> None:
         """Validate the arguments and set the run's state; raises before any batch runs."""
         self.loaders = validate_loaders(loaders)
-        if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
-            raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
+        positive_int(num_epochs, "num_epochs")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         if selection.loader_given and selection.loader not in self.loaders:

@@ -18,16 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from eventrunner.checks import positive_int
 from eventrunner.distributed import all_reduce_gradients
 from eventrunner.events import Callback, Order
 
 
 def _check_steps(value: Any, owner: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: accumulation_steps must be a positive int, got {value!r}")
-    return value
+    return positive_int(value, f"{owner}: accumulation_steps", optional=True)
 
 
 def _check_limit(value: Any, name: str) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventrunner.checks import positive_int
 from eventrunner.events import Callback, Order
 from plugins._selection import Watched
 
@@ -23,10 +24,7 @@ class EarlyStoppingCallback(Callback):
         min_delta: float = 1e-6,
     ) -> None:
         super().__init__(order=Order.EARLY_STOPPING)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(
-                f"EarlyStoppingCallback: patience must be a positive int, got {patience!r}"
-            )
+        positive_int(patience, "EarlyStoppingCallback: patience")
         if min_delta < 0:
             raise ValueError(f"EarlyStoppingCallback: min_delta must be >= 0, got {min_delta!r}")
         self.patience = patience

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
+from eventrunner.checks import positive_int
 from eventrunner.events import Callback, Order
 from plugins._run_info import is_main_process, scalar_items
 
@@ -53,15 +54,7 @@ class ProgressBarCallback(Callback):
             raise ValueError(
                 f"ProgressBarCallback: refresh_seconds must be >= 0, got {refresh_seconds!r}"
             )
-        if refresh_batches is not None and (
-            isinstance(refresh_batches, bool)
-            or not isinstance(refresh_batches, int)
-            or refresh_batches < 1
-        ):
-            raise ValueError(
-                "ProgressBarCallback: refresh_batches must be a positive int or None, "
-                f"got {refresh_batches!r}"
-            )
+        positive_int(refresh_batches, "ProgressBarCallback: refresh_batches", optional=True)
         self.refresh_seconds = float(refresh_seconds)
         self.refresh_batches = refresh_batches
         self.file = file

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from eventrunner.checks import positive_int
 from eventrunner.events import Callback, Order
 from plugins._run_info import is_main_process, log_dir, run_hparams, scalar_items
 
@@ -55,15 +56,7 @@ class TensorBoardLogger(Callback):
         subdir: str = "tensorboard",
     ) -> None:
         super().__init__(order=Order.LOGGING)
-        if log_batch_every is not None and (
-            isinstance(log_batch_every, bool)
-            or not isinstance(log_batch_every, int)
-            or log_batch_every < 1
-        ):
-            raise ValueError(
-                "TensorBoardLogger: log_batch_every must be a positive int or None, "
-                f"got {log_batch_every!r}"
-            )
+        positive_int(log_batch_every, "TensorBoardLogger: log_batch_every", optional=True)
         self._writer_class = _summary_writer()
         self.logdir = logdir
         self.log_batch_every = log_batch_every

@@ -1,0 +1,15 @@
+"""Argument checks shared by the loop and the subscribers, with errors that name the argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def positive_int(value: Any, what: str, *, optional: bool = False) -> Any:
+    """``value`` when it is an int >= 1 (or None, if ``optional``); a ValueError naming ``what``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a positive int or None" if optional else "a positive int"
+        raise ValueError(f"{what} must be {allowed}, got {value!r}")
+    return value
