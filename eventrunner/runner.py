@@ -204,7 +204,10 @@ class Runner:
     # --------------------------------------------------------------- training
 
     def train(self, **kwargs: Any) -> None:
-        """Train: see :meth:`atrain` for the arguments. Works inside a running event loop too."""
+        """Train for ``num_epochs`` over ``loaders``; the arguments are those of :meth:`compose`.
+
+        Works in a plain script and where an event loop is already running (Jupyter).
+        """
         run_sync(self.atrain, **kwargs)
 
     @distributed.process_group_scope
@@ -564,6 +567,13 @@ class Runner:
             for batch in batches:
                 self.loader_batch_step += 1
                 yield self.predict_batch(batch)
+
+
+# train() and atrain() take compose()'s arguments: show them in help() and IDEs.
+Runner.train.__signature__ = inspect.signature(Runner.compose).replace(  # type: ignore[attr-defined]
+    return_annotation=None
+)
+Runner.atrain.__signature__ = Runner.train.__signature__  # type: ignore[attr-defined]
 
 
 async def _call_all(calls: tuple[Any, ...], runner: Runner) -> None:
