@@ -4,7 +4,7 @@ Train + valid every epoch, loss and top-1 accuracy, on in-memory dict batches of
 Runs alternate between the two loops in one process; the medians of the per-batch times and
 their ratio are printed for a small MLP (overhead dominates) and a larger one (compute does).
 
-    python benchmarks/overhead.py [--reps 7] [--epochs 4]
+    python benchmarks/overhead.py [--reps 15] [--epochs 4] [--threads 1]
 """
 
 from __future__ import annotations
@@ -123,7 +123,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.workloads:
         measure(name, WORKLOADS[name], args.reps, args.epochs)
