@@ -7,9 +7,11 @@ loader end.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -45,7 +47,7 @@ def accuracy(
 class WeightedMeans:
     """Means of scalar metrics weighted by batch size: ``Σ vᵢ·nᵢ / Σ nᵢ`` per name.
 
-    Scalars are Python numbers and one-element tensors (with or without grad); anything
+    Scalars are Python (and NumPy) numbers and one-element tensors (with or without grad); anything
     else is skipped.
     """
 
@@ -72,7 +74,10 @@ class WeightedMeans:
                     counts[name] = counts.get(name, 0) + weight
                     continue
             elif isinstance(value, bool) or not isinstance(value, int | float):
-                continue
+                # NumPy scalars (np.float32 from sklearn/numpy metrics) are numbers too.
+                if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+                    continue
+                value = float(value)
             sums[name] = sums.get(name, 0.0) + value * weight
             counts[name] = counts.get(name, 0) + weight
 

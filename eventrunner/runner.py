@@ -476,7 +476,12 @@ class Runner:
             await self._publish(LOADER_START)
             await self._run_batches()
             if self.loader_batch_step == 0:
-                raise ValueError(f"loader {loader_key!r} yielded no batches")
+                used_up = (
+                    " (an iterator is used up after one pass)"
+                    if isinstance(loader, Iterator)
+                    else ""
+                )
+                raise ValueError(f"loader {loader_key!r} yielded no batches{used_up}")
             await self._publish(LOADER_END)
 
     async def _run_batches(self) -> None:

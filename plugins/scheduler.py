@@ -35,6 +35,14 @@ class SchedulerCallback(Callback):
     def on_experiment_start(self, runner: Any) -> None:
         if runner.scheduler is None:
             raise ValueError("SchedulerCallback: the runner has no scheduler; pass scheduler=...")
+        loader = self.loader_key or runner.selection.loader
+        if isinstance(runner.scheduler, ReduceLROnPlateau) and loader not in runner.loaders:
+            # Fail before training, not at the end of the first epoch.
+            raise ValueError(
+                f"ReduceLROnPlateau steps on a metric of loader {loader!r}, which is not among "
+                f"the loaders ({', '.join(runner.loaders)}): pass valid_loader= to train() or "
+                "SchedulerCallback(loader_key=..., metric_key=...)"
+            )
 
     def on_batch_end(self, runner: Any) -> None:
         runner.scheduler.step()

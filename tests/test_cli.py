@@ -8,20 +8,13 @@ import sys
 import types
 
 import pytest
-import torch
 
 from eventrunner import EVENTS, cli, config
 
 pytest.importorskip("sklearn")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: a second intra-op thread only adds contention on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _valid_accuracies(text: str) -> list[float]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+import eventrunner
 import plugins
 from eventrunner import Callback, FunctionCallback, Runner
 
@@ -413,3 +414,32 @@ def test_best_weights_are_not_loaded_after_a_failure():
     # the model is the live one of the failed run; the best weights were not swapped in
     for key, value in model.state_dict().items():
         assert torch.equal(value, at_failure[key])
+
+
+def test_reduce_on_plateau_without_its_loader_fails_before_training():
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [{"features": torch.randn(4, 4), "targets": torch.randint(0, 2, (4,))}]
+    recorder = []
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau.*'valid'.*\(train\)"):
+        eventrunner.SupervisedRunner().train(
+            model=model,
+            criterion=torch.nn.CrossEntropyLoss(),
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer),
+            loaders={"train": batches},
+            callbacks=[eventrunner.FunctionCallback("batch_start", recorder.append)],
+            console=False,
+        )
+    assert recorder == []
+
+
+def test_a_used_up_iterator_says_so():
+    batches = iter([{"features": torch.randn(2, 4)}])
+
+    class Forward(eventrunner.Runner):
+        def handle_batch(self, batch):
+            self.output = {"logits": self.model(batch["features"])}
+
+    with pytest.raises(ValueError, match=r"'valid' yielded no batches \(an iterator is used up"):
+        Forward().train(model=torch.nn.Linear(4, 2), loaders={"valid": batches}, num_epochs=2)

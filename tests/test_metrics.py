@@ -236,6 +236,16 @@ def test_weighted_means_directly():
     assert means.compute() == {}
 
 
+def test_weighted_means_take_numpy_scalars():
+    # sklearn/numpy metrics return np.float32/np.float64: aggregated, not silently dropped.
+    import numpy as np
+
+    means = WeightedMeans()
+    means.update({"f32": np.float32(1.0), "f64": np.float64(2.0), "flag": np.bool_(True)}, 1)
+    means.update({"f32": np.float32(4.0), "f64": np.float64(5.0), "i": np.int64(3)}, 2)
+    assert means.compute() == pytest.approx({"f32": 3.0, "f64": 4.0, "i": 3.0})
+
+
 # ----------------------------------------------------------------- torchmetrics protocol
 
 
