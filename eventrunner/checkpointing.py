@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eventrunner.distributed import unwrap_model
 from eventrunner.rng import rng_state, set_rng_state
 
 log = logging.getLogger("eventrunner")
@@ -52,17 +53,6 @@ def epoch_file(epoch: int) -> str:
 
 
 # ------------------------------------------------------------------------ what is saved
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module whose ``state_dict`` keys are the user's: without DDP/DataParallel/compile."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
-            model = model._orig_mod
-        else:
-            return model
 
 
 def callback_keys(callbacks: Iterable[Any]) -> list[tuple[str, Any]]:

@@ -75,12 +75,18 @@ def barrier() -> None:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The user's module inside a ``DistributedDataParallel`` (or the module itself).
+    """The user's module inside DDP/DataParallel/``torch.compile`` wrappers (or the module itself).
 
     Checkpoints save and load ``unwrap_model(runner.model).state_dict()``, so their keys are the
-    same with and without DDP (no ``module.`` prefix).
+    same with and without those wrappers (no ``module.`` or ``_orig_mod.`` prefix).
     """
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    while True:
+        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
 
 
 # ------------------------------------------------------------------ process-group lifecycle

@@ -61,7 +61,11 @@ class DistributedCallback(Callback):
                 )
                 for key, loader in runner.loaders.items()
             }
-        self._module = distributed.unwrap_model(runner.model)
+        # What the user gave (a compiled model stays compiled), without a DDP wrapper of ours.
+        model = runner.model
+        self._module = (
+            model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        )
         if isinstance(runner.model, nn.parallel.DistributedDataParallel) or not self._trains(
             runner
         ):
