@@ -40,8 +40,9 @@ def accuracy(
         hits = logits.argmax(dim=-1, keepdim=True).eq(targets)
     else:
         hits = logits.topk(max_k, dim=-1).indices.eq(targets)
-    count = targets.shape[0]
-    return [hits[:, :k].sum(dtype=torch.float32) / count for k in topk]
+    # One reduction for every k: the hit rate at each rank, accumulated over the ranks.
+    rates = hits.sum(dim=0, dtype=torch.float32).cumsum_(0).div_(targets.shape[0])
+    return [rates[k - 1] for k in topk]
 
 
 class WeightedMeans:
