@@ -38,7 +38,7 @@ from eventrunner.events import (
     EventBus,
 )
 from eventrunner.loaders import loader_kind, loader_length, validate_loaders
-from eventrunner.prefetch import Prefetcher, move_to_device, prefetched
+from eventrunner.prefetch import Prefetcher, move_to_device
 from eventrunner.rng import seed_everything
 
 log = logging.getLogger("eventrunner")
@@ -568,7 +568,9 @@ class Runner:
             raise ValueError("predict_loader() needs a model: pass model=...")
         self.model.to(self.device).eval()
         self._set_loader("infer", loader)
-        with prefetched(loader, lambda batch: batch, prefetch) as batches:
+        with self._prefetcher.batches(
+            loader, self.to_dict_batch, prefetch, self.device, "infer"
+        ) as batches:
             for batch in batches:
                 self.loader_batch_step += 1
                 yield self.predict_batch(batch)
