@@ -6,8 +6,8 @@ import struct
 
 import pytest
 import torch
+from _data import separable_loaders
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
 from eventrunner import plot
@@ -26,13 +26,7 @@ def _png_size(path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("run")
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(48, 4, generator=generator)
-    y = (x[:, 0] > 0).long()
-    loaders = {
-        "train": DataLoader(TensorDataset(x[:32], y[:32]), batch_size=8),
-        "valid": DataLoader(TensorDataset(x[32:], y[32:]), batch_size=8),
-    }
+    loaders = separable_loaders(32, 16)
     model = nn.Linear(4, 2)
     eventrunner.SupervisedRunner().train(
         model=model,

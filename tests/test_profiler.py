@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
+from _data import separable_loaders
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
 from eventrunner import Callback
@@ -18,13 +18,7 @@ from plugins.profiler import ProfilerWarning
 
 
 def _train(runner_class=eventrunner.SupervisedRunner, callbacks=(), **kwargs):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(48, 4, generator=generator)
-    y = (x[:, 0] > 0).long()
-    loaders = {
-        "train": DataLoader(TensorDataset(x[:32], y[:32]), batch_size=8),
-        "valid": DataLoader(TensorDataset(x[32:], y[32:]), batch_size=8),
-    }
+    loaders = separable_loaders(32, 16)
     model = nn.Linear(4, 2)
     runner = runner_class()
     runner.train(

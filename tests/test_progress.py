@@ -6,21 +6,15 @@ import io
 
 import pytest
 import torch
+from _data import separable_loaders
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
 from plugins import ProgressBarCallback
 
 
 def _train(runner_class=eventrunner.SupervisedRunner, callbacks=(), num_epochs=2, **kwargs):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 4, generator=generator)
-    y = (x[:, 0] > 0).long()
-    loaders = {
-        "train": DataLoader(TensorDataset(x[:48], y[:48]), batch_size=8),
-        "valid": DataLoader(TensorDataset(x[48:], y[48:]), batch_size=8),
-    }
+    loaders = separable_loaders(48, 16)
     model = nn.Linear(4, 2)
     runner = runner_class()
     runner.train(
