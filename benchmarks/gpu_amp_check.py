@@ -1,4 +1,5 @@
-"""GPU check for SPEC 10: fp16 AMP + GradScaler trains on CUDA (and bf16, and DDP over nccl).
+"""GPU check for SPEC 10: fp16 AMP + GradScaler trains on CUDA (and bf16, and DDP over nccl);
+on the digits example, fp16 and bf16 reach fp32's valid accuracy within 2 points.
 
 Run on a machine with a GPU: ``python benchmarks/gpu_amp_check.py``. Prints one line per check
 and exits non-zero when one fails; prints ``SKIP`` and exits 0 without CUDA. The timings
@@ -68,6 +69,17 @@ def _run(amp: Any, epochs: int = 5, **kwargs: Any) -> tuple[SupervisedRunner, _P
     return runner, probe, time.perf_counter() - start
 
 
+def _digits_accuracy(*overrides: str) -> float:
+    """Best valid accuracy01 of the digits example (``eventrunner run --example digits``)."""
+    from eventrunner import config
+
+    cfg = config.load_config(
+        config.example_path("digits"),
+        overrides=["train.console=false", "train.device=cuda", *overrides],
+    )
+    return config.build(cfg).run().best_valid_metric
+
+
 def _check(name: str, ok: bool, detail: str, failures: list[str]) -> None:
     print(f"{'OK  ' if ok else 'FAIL'} {name}: {detail}")
     if not ok:
@@ -108,6 +120,16 @@ def main() -> int:
             f"losses={[round(v, 4) for v in probe.losses]}",
             failures,
         )
+    fp32_accuracy = _digits_accuracy()
+    for amp in ("fp16", "bf16") if torch.cuda.is_bf16_supported() else ("fp16",):
+        for extra in ((), ("train.grad_clip_norm=1.0", "train.accumulation_steps=2")):
+            accuracy = _digits_accuracy(f"train.amp={amp}", *extra)
+            _check(
+                f"digits {amp}{' + clipping + accumulation' if extra else ''} reaches fp32",
+                abs(accuracy - fp32_accuracy) <= 0.02,
+                f"valid accuracy01 {accuracy:.4f} vs fp32 {fp32_accuracy:.4f} (within 0.02)",
+                failures,
+            )
     runner, probe, _ = _run("fp16", epochs=2, ddp=True)  # nccl, a world of one
     _check(
         "DDP over nccl (world of 1) with fp16",

@@ -1,34 +1,44 @@
 """Checkpoint files: what a checkpoint holds, atomic writes, safe loading, and exact resume.
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) written with
-``torch.save`` and read with ``torch.load(weights_only=True)``. Writes never touch a final
-name until the new file is complete: temp file in the same folder, flush + fsync, verify it
-loads, ``os.replace``; the index likewise; a displaced file is deleted only after that.
+``torch.save`` and read with ``torch.load(weights_only=True)``. What it holds is data: its
+structure is checked before anything is restored, and the file names it lists must be names
+this module writes. Writes never touch a final name until the new file is complete: a temp
+file in the same folder (an unpredictable name, created exclusively), flush + fsync, verify
+it loads, ``os.replace``; the index likewise; a displaced file is deleted only after that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import pickle
+import pickletools
 import re
+import secrets
 import shutil
 import threading
-import uuid
+import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
 
 from eventrunner.distributed import unwrap_model
-from eventrunner.rng import rng_state, set_rng_state
+from eventrunner.rng import (
+    check_rng_state,
+    persistent_worker_loaders,
+    rng_state,
+    set_rng_state,
+)
 
 log = logging.getLogger("eventrunner")
 
@@ -112,6 +122,8 @@ def capture_state(
             "epoch_step": int(epoch),
             "batch_step": int(runner.batch_step),
             "sample_step": int(runner.sample_step),
+            # The stop decision is part of the run: a resumed stopped run trains no more.
+            "need_early_stop": bool(runner.need_early_stop),
         },
         "selection": {
             **selection,
@@ -122,7 +134,16 @@ def capture_state(
         "epoch_metrics": _scalar_metrics(epoch_metrics or {}),
         "callbacks": {key: cb.state_dict() for key, cb in callback_keys(runner.callbacks)},
         "rng": rng_state(runner.loaders),
+        # Checked on resume: another class's state loads silently and fails at its first step.
+        "classes": {
+            "optimizer": _class_name(runner.optimizer),
+            "scheduler": _class_name(scheduler) if hasattr(scheduler, "state_dict") else None,
+        },
     }
+
+
+def _class_name(obj: Any) -> str | None:
+    return None if obj is None else type(obj).__name__
 
 
 def copy_to_cpu(obj: Any, _memo: dict[int, torch.Tensor] | None = None) -> Any:
@@ -155,14 +176,99 @@ def copy_to_cpu(obj: Any, _memo: dict[int, torch.Tensor] | None = None) -> Any:
 # --------------------------------------------------------------------------- loading
 
 
+def _core(error: BaseException) -> BaseException:
+    # torch wraps the weights-only unpickler's error in advice (including retrying with the
+    # unsafe loader) and raises the wrapper "from None": the original is its __context__.
+    inner = error.__context__
+    if isinstance(error, pickle.UnpicklingError) and isinstance(inner, pickle.UnpicklingError):
+        return inner
+    return error
+
+
 def _reason(error: BaseException) -> str:
-    text = str(error)
-    # torch's weights-only refusal is long; its core is the WeightsUnpickler line.
-    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
-    if match:
-        text = match.group(1)
-    text = " ".join(text.split())
+    error = _core(error)
+    text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
+# How torch's weights-only unpickler names what it refused to import, call or build.
+_REFUSED = (
+    re.compile(r"GLOBAL (?P<what>\S+) (?:was not an allowed global|whose module)"),
+    re.compile(r"reduce for unrecognized function (?P<what>.+?)(?: which belongs to .*)?$", re.S),
+    re.compile(r"(?:create new object|build).* but got (?P<what>.+)$", re.S),
+)
+_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
+               "SHORT_BINUNICODE", "BINUNICODE8"}  # fmt: skip
+_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _allowed_globals() -> set[str]:
+    try:  # torch's own allow-list is private: without it every global counts as refused
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return set(_get_allowed_globals())
+    except (ImportError, AttributeError):
+        return set()
+
+
+def _pickle_globals(handle: IO[bytes]) -> Iterator[str]:
+    """The globals a pickle would import, read with ``pickletools`` (nothing is run)."""
+    strings: list[str] = []  # STACK_GLOBAL takes its module and name from the last two
+    memo: dict[int, Any] = {}
+    top: Any = None  # the value last pushed, when it is a string (for MEMOIZE/PUT)
+    for opcode, arg, _ in pickletools.genops(handle):
+        name = opcode.name
+        if name in ("GLOBAL", "INST"):
+            yield str(arg).replace(" ", ".")
+        elif name == "STACK_GLOBAL" and len(strings) >= 2:
+            yield f"{strings[-2]}.{strings[-1]}"
+        if name in _STRING_OPS:
+            top = arg
+            strings.append(arg)
+        elif name in _GET_OPS:
+            top = memo.get(arg)
+            if isinstance(top, str):
+                strings.append(top)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = top
+        elif name in _PUT_OPS:
+            memo[arg] = top
+        else:
+            top = None
+
+
+def _first_refused_global(path: Path) -> str | None:
+    """The first global of the file's pickle that torch does not allow; None if none is found.
+
+    For the pickles torch's reader stops at before their first global (protocol 4+ frames).
+    """
+    allowed = _allowed_globals()
+    try:
+        with contextlib.ExitStack() as stack:
+            handle: IO[bytes] = stack.enter_context(open(path, "rb"))
+            if zipfile.is_zipfile(handle):
+                archive = stack.enter_context(zipfile.ZipFile(handle))
+                pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not pickles:
+                    return None
+                handle = stack.enter_context(archive.open(pickles[0]))
+            handle.seek(0)
+            return next((g for g in _pickle_globals(handle) if g not in allowed), None)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _refused(error: BaseException, path: Path) -> str | None:
+    """What a weights-only refusal names (a global, a call, a class), if it is one."""
+    text = str(_core(error))
+    for pattern in _REFUSED:
+        match = pattern.search(text)
+        if match:
+            return match.group("what").strip()
+    if "Unsupported operand" in text:
+        return _first_refused_global(path)
+    return None
 
 
 def _torch_load(path: Path, *, mmap: bool = False) -> Any:
@@ -175,15 +281,17 @@ def _torch_load(path: Path, *, mmap: bool = False) -> Any:
     except PermissionError:
         raise
     except Exception as error:
-        if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
+        refused = _refused(error, path) if isinstance(error, pickle.UnpicklingError) else None
+        if refused is not None:
             raise CheckpointError(
-                f"checkpoint {path}: refused, it holds objects that torch.load(weights_only=True) "
-                f"does not load, so it is not an eventrunner checkpoint ({_reason(error)})"
-            ) from error
+                f"checkpoint {path}: refused as unsafe: it would load the global {refused}, which "
+                "torch.load(weights_only=True) does not allow (nothing in the file was run); "
+                "it is not an eventrunner checkpoint"
+            ) from None
         raise CheckpointError(
             f"checkpoint {path}: cannot be read; the file is truncated, corrupt or not a torch "
             f"file ({_reason(error)})"
-        ) from error
+        ) from _core(error)
 
 
 def _check_format(obj: Any, path: Path) -> dict[str, Any]:
@@ -232,10 +340,9 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
 
-def load_model_state(model: nn.Module, state: Mapping[str, Any], source: str | Path) -> None:
-    """``model.load_state_dict(state)``, with an error that lists the keys that differ."""
-    model = unwrap_model(model)
-    own = model.state_dict()
+def _model_mismatch(model: nn.Module, state: Mapping[str, Any], source: str | Path) -> None:
+    """Raise a CheckpointError listing the keys and shapes where ``state`` does not fit."""
+    own = unwrap_model(model).state_dict()
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     shapes = [
@@ -243,31 +350,169 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], source: str | P
         for key, value in own.items()
         if key in state and _shape(state[key]) != _shape(value)
     ]
-    if missing or unexpected or shapes:
+    if not (missing or unexpected or shapes):
+        return
 
-        def listed(keys: list[str]) -> str:
-            more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
-            return ", ".join(keys[:8]) + more
+    def listed(keys: list[str]) -> str:
+        more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+        return ", ".join(map(str, keys[:8])) + more
 
-        parts = []
-        if missing:
-            parts.append(f"missing from the checkpoint: {listed(missing)}")
-        if unexpected:
-            parts.append(f"not in the model: {listed(unexpected)}")
-        if shapes:
-            parts.append(f"shape (checkpoint vs model): {listed(shapes)}")
-        raise CheckpointError(
-            f"checkpoint {source}: holds the weights of another model ({type(model).__name__} "
-            f"keys differ); " + "; ".join(parts)
-        )
-    model.load_state_dict(state)
+    parts = []
+    if missing:
+        parts.append(f"missing from the checkpoint: {listed(missing)}")
+    if unexpected:
+        parts.append(f"not in the model: {listed(unexpected)}")
+    if shapes:
+        parts.append(f"shape (checkpoint vs model): {listed(shapes)}")
+    raise CheckpointError(
+        f"checkpoint {source}: holds the weights of another model "
+        f"({type(unwrap_model(model)).__name__} keys differ); " + "; ".join(parts)
+    )
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any], source: str | Path) -> None:
+    """``model.load_state_dict(state)``, with an error that lists the keys that differ."""
+    _model_mismatch(model, state, source)
+    unwrap_model(model).load_state_dict(state)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     """Load only the model weights of a checkpoint (``best.pth``, say); returns the checkpoint."""
     checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint.get("model"), Mapping):
+        raise CheckpointError(f"checkpoint {path}: model is missing or not a dict of tensors")
     load_model_state(model, checkpoint["model"], path)
     return checkpoint
+
+
+# ------------------------------------------------------------------ checking a checkpoint
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+def _is_mapping_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, Mapping)
+
+
+# What restore_run reads: key path, whether it must be there, the test, what is expected.
+_STRUCTURE: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
+    ("model", True, _is_mapping, "a dict of tensors"),
+    ("optimizer", False, _is_mapping_or_none, "a dict or None"),
+    ("scheduler", False, _is_mapping_or_none, "a dict or None"),
+    ("scaler", False, _is_mapping_or_none, "a dict or None"),
+    ("counters", True, _is_mapping, "a dict"),
+    ("counters.epoch_step", True, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    ("counters.batch_step", True, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    ("counters.sample_step", True, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    ("counters.need_early_stop", False, lambda v: isinstance(v, bool), "a bool"),
+    ("selection", True, _is_mapping, "a dict"),
+    ("selection.best_epoch", False, lambda v: v is None or _is_int(v), "an int or None"),
+    ("selection.best_valid_metric", False, lambda v: v is None or _is_number(v), "a number"),
+    (
+        "epoch_metrics",
+        False,
+        lambda v: _is_mapping(v) and all(map(_is_mapping, v.values())),
+        "a dict of dicts",
+    ),
+    ("callbacks", False, _is_mapping, "a dict of subscriber states"),
+    ("rng", True, _is_mapping, "a dict"),
+    (
+        "classes",
+        False,
+        lambda v: _is_mapping(v) and all(n is None or isinstance(n, str) for n in v.values()),
+        "a dict of class names",
+    ),
+)
+_MISSING = object()
+
+
+def _lookup(checkpoint: Mapping[str, Any], where: str) -> Any:
+    value: Any = checkpoint
+    for key in where.split("."):
+        value = value.get(key, _MISSING) if isinstance(value, Mapping) else _MISSING
+    return value
+
+
+def check_structure(checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """Raise a CheckpointError naming the file and the key where ``checkpoint`` lacks or holds
+    something else than what :func:`restore_run` reads; checked before anything is restored."""
+    for where, required, test, expected in _STRUCTURE:
+        value = _lookup(checkpoint, where)
+        if value is _MISSING:
+            if required:
+                raise CheckpointError(
+                    f"checkpoint {path}: {where} is missing; an eventrunner checkpoint holds "
+                    "model, counters, selection and rng"
+                )
+            continue
+        if not test(value):
+            raise CheckpointError(
+                f"checkpoint {path}: {where} must be {expected}, found {type(value).__name__}"
+            )
+
+
+def _check_class(target: Any, checkpoint: Mapping[str, Any], what: str, path: Path) -> None:
+    saved = (checkpoint.get("classes") or {}).get(what)  # absent from older checkpoints
+    if target is None or saved is None or saved == type(target).__name__:
+        return
+    raise CheckpointError(
+        f"checkpoint {path}: holds the {what} state of a {saved}, but runner.{what} is a "
+        f"{type(target).__name__}: resume with the {what} class {saved}, or start a new run"
+    )
+
+
+def _check_param_groups(optimizer: Any, state: Any, path: Path) -> None:
+    # torch checks this too, but only once the model is loaded: here nothing is touched yet.
+    if optimizer is None or not isinstance(state, Mapping):
+        return
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or not all(
+        isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups
+    ):
+        raise CheckpointError(f"checkpoint {path}: optimizer.param_groups is not a list of groups")
+    saved = [len(g["params"]) for g in groups]
+    own = [len(g["params"]) for g in optimizer.param_groups]
+    if saved != own:
+        raise CheckpointError(
+            f"checkpoint {path}: its optimizer has parameter groups of sizes {saved}; "
+            f"runner.optimizer has {own}"
+        )
+
+
+def _check_rng(state: Any, loaders: Mapping[str, Any], path: Path) -> None:
+    try:
+        check_rng_state(state, loaders)
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from error
+
+
+def _scheduler(runner: Any) -> Any:
+    return runner.scheduler if hasattr(runner.scheduler, "load_state_dict") else None
+
+
+def check_fits(runner: Any, checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """Everything :func:`restore_run` can check before it changes anything: the structure, the
+    model's keys and shapes, the optimizer's and scheduler's classes, the RNG states."""
+    path = Path(path)
+    check_structure(checkpoint, path)
+    _model_mismatch(runner.model, checkpoint["model"], path)
+    _check_class(runner.optimizer, checkpoint, "optimizer", path)
+    _check_class(_scheduler(runner), checkpoint, "scheduler", path)
+    _check_param_groups(runner.optimizer, checkpoint.get("optimizer"), path)
+    _check_rng(checkpoint["rng"], runner.loaders, path)
+
+
+# --------------------------------------------------------------------------- restoring
 
 
 def _load_part(target: Any, state: Any, what: str, path: Path) -> None:
@@ -287,45 +532,85 @@ def _load_part(target: Any, state: Any, what: str, path: Path) -> None:
         ) from error
 
 
-def restore_run(runner: Any, path: str | Path) -> dict[str, Any]:
-    """Put a run back where ``path`` left it, so that the loop continues from the next epoch.
+def _load_callbacks(runner: Any, states: Mapping[str, Any], path: Path) -> None:
+    for key, callback in callback_keys(runner.callbacks):
+        if key not in states:
+            continue
+        try:
+            callback.load_state_dict(states[key])
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+            raise CheckpointError(
+                f"checkpoint {path}: the state of subscriber {key!r} "
+                f"({type(callback).__name__}) does not load: {error}"
+            ) from error
 
-    Restores the model, optimizer, scheduler, grad scaler, counters, best metric and epoch,
-    every subscriber's ``load_state_dict`` (matched by kind or class name) and, last, the RNG
-    states: call it after seeding and after the loaders are set.
-    """
-    path = Path(path)
-    checkpoint = load_checkpoint(path)
-    load_model_state(runner.model, checkpoint["model"], path)
-    _load_part(runner.optimizer, checkpoint.get("optimizer"), "optimizer", path)
-    scheduler = runner.scheduler if hasattr(runner.scheduler, "load_state_dict") else None
-    _load_part(scheduler, checkpoint.get("scheduler"), "scheduler", path)
-    # A disabled GradScaler saves {}: nothing to restore.
-    _load_part(getattr(runner, "scaler", None), checkpoint.get("scaler") or None, "scaler", path)
 
+def _restore_counters(runner: Any, checkpoint: Mapping[str, Any]) -> None:
     counters = checkpoint["counters"]
-    runner.epoch_step = int(counters["epoch_step"])
-    runner.batch_step = int(counters["batch_step"])
-    runner.sample_step = int(counters["sample_step"])
+    runner.epoch_step = counters["epoch_step"]
+    runner.batch_step = counters["batch_step"]
+    runner.sample_step = counters["sample_step"]
+    runner.need_early_stop = counters.get("need_early_stop", False)
     selection = checkpoint["selection"]
     runner.best_valid_metric = selection.get("best_valid_metric")
     runner.best_epoch = selection.get("best_epoch")
     runner.epoch_metrics = {k: dict(v) for k, v in checkpoint.get("epoch_metrics", {}).items()}
 
-    states = checkpoint.get("callbacks", {})
-    for key, callback in callback_keys(runner.callbacks):
-        if key in states:
-            callback.load_state_dict(states[key])
-    set_rng_state(checkpoint["rng"], runner.loaders, source=str(path))
-    if runner.epoch_step >= runner.num_epochs:
+
+def _log_resumed(runner: Any, path: Path) -> None:
+    epoch = runner.epoch_step
+    if runner.need_early_stop:
+        log.warning(
+            "eventrunner: %s: early stopping ended that run after epoch %d: no epoch left to "
+            "train (num_epochs=%d); start a new run from its weights to train on",
+            path,
+            epoch,
+            runner.num_epochs,
+        )
+    elif epoch >= runner.num_epochs:
         log.warning(
             "eventrunner: %s is epoch %d and num_epochs=%d: no epoch left to train",
             path,
-            runner.epoch_step,
+            epoch,
             runner.num_epochs,
         )
     else:
-        log.info("eventrunner: resumed from %s after epoch %d", path, runner.epoch_step)
+        log.info("eventrunner: resumed from %s after epoch %d", path, epoch)
+        for key, where in persistent_worker_loaders(runner.loaders):
+            log.warning(
+                "eventrunner: resume from %s is not exact for loader %r: %s has "
+                "persistent_workers=True, whose workers draw their seed once per run (the "
+                "resumed run gets another shuffle order and other random numbers in the "
+                "workers); use persistent_workers=False for an exact resume",
+                path,
+                key,
+                where,
+            )
+
+
+def restore_run(runner: Any, path: str | Path) -> dict[str, Any]:
+    """Put a run back where ``path`` left it, so that the loop continues from the next epoch.
+
+    Restores the model, optimizer, scheduler, grad scaler, counters (the stop request of early
+    stopping included), best metric and epoch, every subscriber's ``load_state_dict`` (matched
+    by kind or class name) and, last, the RNG states: call it after seeding and after the
+    loaders are set. A checkpoint that does not fit is refused (:func:`check_fits`) before
+    anything is changed.
+    """
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    check_fits(runner, checkpoint, path)
+    # Subscriber states first: they are the other part a crafted file can make fail (a top-k
+    # file name that is not ours), and they live in memory only.
+    _load_callbacks(runner, checkpoint.get("callbacks") or {}, path)
+    _load_part(runner.optimizer, checkpoint.get("optimizer"), "optimizer", path)
+    _load_part(_scheduler(runner), checkpoint.get("scheduler"), "scheduler", path)
+    # A disabled GradScaler saves {}: nothing to restore.
+    _load_part(getattr(runner, "scaler", None), checkpoint.get("scaler") or None, "scaler", path)
+    unwrap_model(runner.model).load_state_dict(checkpoint["model"])
+    _restore_counters(runner, checkpoint)
+    set_rng_state(checkpoint["rng"], runner.loaders, source=str(path))
+    _log_resumed(runner, path)
     return checkpoint
 
 
@@ -333,7 +618,30 @@ def restore_run(runner: Any, path: str | Path) -> dict[str, Any]:
 
 
 def _temp_name(folder: Path) -> Path:
-    return folder / f"{_TEMP_PREFIX}{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+    # Unpredictable, so that nobody can plant a file or a symlink at it in advance.
+    return folder / f"{_TEMP_PREFIX}{secrets.token_hex(16)}{_TEMP_SUFFIX}"
+
+
+# O_EXCL: fail rather than open an existing file, or follow a symlink planted at the name.
+_EXCLUSIVE = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+)
+_NAME_ATTEMPTS = 8
+
+
+def _create_temp(folder: Path) -> tuple[int, Path]:
+    """A new, empty temp file in ``folder``, created exclusively: ``(fd, path)``.
+
+    Not ``tempfile.mkstemp``: it creates files readable by their owner only, and these files
+    become the checkpoints (hard links), which keep the permissions of any other file.
+    """
+    for _ in range(_NAME_ATTEMPTS):
+        temp = _temp_name(folder)
+        try:
+            return os.open(temp, _EXCLUSIVE, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temp file name in {folder}")
 
 
 def _fsync_path(path: Path) -> None:
@@ -357,9 +665,46 @@ def _discard(path: Path) -> None:
         path.unlink()
 
 
+@contextlib.contextmanager
+def _temp_file(folder: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[tuple[IO, Path]]:
+    """``(handle, path)`` of a new temp file (see :func:`_create_temp`), flushed and fsynced
+    when the block ends; deleted if the block fails."""
+    fd, temp = _create_temp(folder)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle, temp
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        _discard(temp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
+    """An open file that replaces ``path`` when the block ends (fsync, then rename); if the
+    block fails, ``path`` is untouched. ``mode``/``open_kwargs`` as for :func:`open`
+    (``"w", encoding="utf-8"`` for text). The temp file beside it gets an unpredictable name
+    and is created exclusively, so a planted file or symlink is never written through."""
+    path = Path(path)
+    with _temp_file(path.parent, mode, **open_kwargs) as (handle, temp):
+        yield handle
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        _discard(temp)
+        raise
+    _fsync_folder(path.parent)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temp)`` then fsync and rename over ``path``; ``path`` is never half-written."""
-    temp = _temp_name(path.parent)
+    """``write(temp)`` then fsync and rename over ``path``; ``path`` is never half-written.
+
+    ``temp`` is a new empty file created exclusively; :func:`atomic_file` hands over the open
+    file instead, which is better where the writer accepts one.
+    """
+    fd, temp = _create_temp(path.parent)
+    os.close(fd)
     try:
         write(temp)
         _fsync_path(temp)
@@ -372,25 +717,37 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, allow_nan=False)
+        handle.write("\n")
 
-    def write(temp: Path) -> None:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.write("\n")
 
-    write_atomic(path, write)
+def _new_link(source: Path, folder: Path) -> Path | None:
+    """A new temp name in ``folder`` for ``source``'s file (a hard link), or None where the
+    filesystem has no hard links. ``os.link`` never replaces nor follows an existing name."""
+    for _ in range(_NAME_ATTEMPTS):
+        temp = _temp_name(folder)
+        try:
+            os.link(source, temp)
+            return temp
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    raise FileExistsError(errno.EEXIST, f"no free temp file name in {folder}")
+
+
+def _new_copy(source: Path, folder: Path) -> Path:
+    with _temp_file(folder) as (handle, temp), open(source, "rb") as original:
+        shutil.copyfileobj(original, handle)
+    return temp
 
 
 def _link_into(source: Path, target: Path) -> None:
     # Checkpoints are immutable once written, so one inode can carry several names
     # (epoch_N.pth, best.pth, last.pth). Filesystems without hard links get a copy.
-    temp = _temp_name(target.parent)
+    temp = _new_link(source, target.parent) or _new_copy(source, target.parent)
     try:
-        try:
-            os.link(source, temp)
-        except OSError:
-            shutil.copyfile(source, temp)
-            _fsync_path(temp)
         os.replace(temp, target)
     except BaseException:
         _discard(temp)
@@ -405,13 +762,13 @@ def save_checkpoint(state: Mapping[str, Any], targets: Iterable[Path]) -> None:
     """
     targets = list(targets)
     folder = targets[0].parent
-    temp = _temp_name(folder)
+    temp: Path | None = None
     try:
-        try:
-            torch.save(state, temp)
-        except (pickle.PicklingError, TypeError, AttributeError) as error:
-            raise _unsaveable(state, targets[0], "cannot be saved", error) from error
-        _fsync_path(temp)
+        with _temp_file(folder) as (handle, temp):
+            try:
+                torch.save(state, handle)
+            except (pickle.PicklingError, TypeError, AttributeError) as error:
+                raise _unsaveable(state, targets[0], "cannot be saved", error) from error
         try:
             torch.load(temp, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:
@@ -421,7 +778,8 @@ def save_checkpoint(state: Mapping[str, Any], targets: Iterable[Path]) -> None:
         for target in targets:
             _link_into(temp, target)
     finally:
-        _discard(temp)
+        if temp is not None:
+            _discard(temp)
     _fsync_folder(folder)
 
 
@@ -533,8 +891,36 @@ class Entry:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Entry:
-        metric = data.get("metric")
-        return cls(str(data["file"]), int(data["epoch"]), None if metric is None else float(metric))
+        """The entry ``as_dict`` wrote, read back as data: a name this module does not write
+        (another folder, another epoch's file, ``../x``) is a :class:`CheckpointError`."""
+        if not isinstance(data, Mapping):
+            raise CheckpointError(
+                f"checkpoint file entry: expected a dict with file, epoch and metric, found "
+                f"{type(data).__name__}"
+            )
+        name, epoch, metric = data.get("file"), data.get("epoch"), data.get("metric")
+        if not _is_int(epoch) or epoch < 0:
+            raise CheckpointError(
+                f"checkpoint file entry {name!r}: epoch must be an int >= 0, found {epoch!r}"
+            )
+        if metric is not None and not _is_number(metric):
+            raise CheckpointError(
+                f"checkpoint file entry {name!r}: metric must be a number or None, found "
+                f"{type(metric).__name__}"
+            )
+        check_file_name(name, epoch, (epoch_file(epoch), BEST, LAST))
+        return cls(name, epoch, None if metric is None else float(metric))
+
+
+def check_file_name(name: Any, epoch: int, allowed: Iterable[str]) -> None:
+    """Raise a CheckpointError unless ``name`` is one of ``allowed`` (names of this module)."""
+    allowed = tuple(allowed)
+    if name not in allowed:
+        raise CheckpointError(
+            f"checkpoint file name {name!r} for epoch {epoch}: expected "
+            + " or ".join(map(repr, allowed))
+            + ", a file of the checkpoints folder"
+        )
 
 
 @dataclass
@@ -590,9 +976,19 @@ class CheckpointFolder:
     ) -> None:
         """Take over a resumed run: ``last.pth``, ``best.pth`` and the top-k files hold what
         the resumed checkpoint says (taken from its folder when it is another), the files of
-        later epochs go, and the index is rewritten to match, before the first epoch runs."""
-        self.prepare()
+        later epochs go, and the index is rewritten to match, before the first epoch runs.
+
+        The names come from the resumed file: anything but the names this module gives is
+        refused before a file is touched."""
         resumed = Path(resumed)
+        kept = list(kept)
+        try:
+            check_file_name(last.file, last.epoch, [LAST])
+            for entry in kept:
+                check_file_name(entry.file, entry.epoch, [epoch_file(entry.epoch)])
+        except CheckpointError as error:
+            raise CheckpointError(f"checkpoint {resumed}: {error}") from None
+        self.prepare()
         source = resumed.parent
         self.kept = [entry for entry in kept if self._bring(entry, [source / entry.file])]
         self.best = None

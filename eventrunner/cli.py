@@ -1,6 +1,6 @@
 """The ``eventrunner`` command: ``run`` a YAML config, list ``plugins``, ``plot`` a logdir.
 
-eventrunner run CONFIG.yaml [--set key.path=value ...] [--dry-run]
+eventrunner run CONFIG.yaml [--set key.path=value ...] [--dry-run] [--overwrite]
 eventrunner run --example digits
 eventrunner plugins [NAME ...]
 eventrunner plot LOGDIR ...
@@ -17,7 +17,15 @@ from collections.abc import Sequence
 
 import eventrunner
 from eventrunner import registry
-from eventrunner.config import ConfigError, build, example_names, example_path, load_config
+from eventrunner.config import (
+    ConfigError,
+    build,
+    example_names,
+    example_path,
+    import_paths,
+    load_config,
+)
+from eventrunner.logdir import LogdirInUseError
 
 _EPILOG = """\
 examples:
@@ -25,6 +33,18 @@ examples:
   eventrunner run --example digits --set train.num_epochs=3 --set optimizer.lr=0.01
   eventrunner run my_config.yaml --dry-run
   eventrunner plugins early_stopping
+"""
+
+_RUN_DESCRIPTION = """\
+Build everything a YAML config describes and train it.
+
+A config is code: every _target_ and subscriber, in the file or in a --set value, names a
+Python object that is imported and called while the config is built. Only run configs you
+trust; --dry-run builds every object too.
+
+Imports: while the config is built and trained, its folder and then the working directory
+are first on sys.path, so a my_model.py beside the config (or in the working directory) is
+found as `_target_: my_model.MyModel`, as with `python -m eventrunner`.
 """
 
 
@@ -42,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="train from a YAML config (or a built-in example)",
-        description="Build everything a YAML config describes and train it.",
+        description=_RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("config", nargs="?", help="path of the YAML config")
@@ -67,7 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="build everything, print the composed pipeline, and exit without training",
+        help="build every object (the config's code runs), print the composed pipeline, "
+        "and exit without training",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a new run in a logdir that already holds a run (same as --set "
+        "train.overwrite=true); without it, or resume=, such a run is refused",
     )
 
     plugins = commands.add_parser(
@@ -93,10 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            overrides = args.overrides + (["train.profile=true"] if args.profile else [])
-            return _run(args.config, args.example, overrides, args.dry_run)
+            overrides = list(args.overrides)
+            overrides += ["train.profile=true"] if args.profile else []
+            overrides += ["train.overwrite=true"] if args.overwrite else []
+            # The config's own modules: its folder (not the shipped examples') and the cwd.
+            with import_paths(args.config):
+                return _run(args.config, args.example, overrides, args.dry_run)
         return _plugins(args.names)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, LogdirInUseError) as error:
+        # A refused run (bad config, missing file, a logdir holding a run) is a message, not
+        # a traceback; the error says what to pass instead.
         _error(str(error))
         return 2
     except KeyboardInterrupt:

@@ -43,7 +43,7 @@ def default_kinds(
         kinds += ["backward", "optimizer"]
     if runner.scheduler is not None:
         kinds.append("scheduler")
-    kinds.append("checkpoint")
+    kinds += ["selection", "checkpoint"]
     if overfit:
         kinds.append("overfit")
     if console:

@@ -4,6 +4,9 @@ Objects are written as ``{_target_: pkg.mod.Name, key: value, ...}`` (see :func:
 subscribers by registered name or import path. Every error names the key path (the same path
 ``--set`` takes), what was expected and what was found, before any training starts.
 
+A config is code: building it imports and calls what it names (``--dry-run`` too), so only
+build configs you trust.
+
 Example::
 
     experiment = build(load_config("digits.yaml", overrides=["train.num_epochs=3"]))
@@ -19,21 +22,25 @@ import copy
 import difflib
 import functools
 import inspect
+import os
 import re
+import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 
 from eventrunner import registry
 from eventrunner.events import Callback, EventBus, LoaderFilter
-from eventrunner.loaders import LOADER_PREFIXES
+from eventrunner.loaders import LOADER_PREFIXES, validate_loaders
 from eventrunner.rng import seed_everything
 from eventrunner.runner import Runner
 
@@ -218,6 +225,31 @@ def example_path(name: str) -> Path:
             + (f"; {hint}" if hint else "")
         )
     return Path(str(resources.files("eventrunner.examples") / f"{name}.yaml"))
+
+
+@contextlib.contextmanager
+def import_paths(source: str | Path | Mapping[str, Any] | None = None) -> Iterator[None]:
+    """The config file's folder, then the working directory, first on ``sys.path`` meanwhile.
+
+    ``python -m eventrunner`` has the working directory on ``sys.path`` and the console script
+    does not; with this, both import a ``my_model.py`` that sits beside the config or in the
+    working directory. Only the entries added here are removed afterwards.
+    """
+    folders = [Path.cwd()]
+    if source is not None and not isinstance(source, Mapping):
+        folders.insert(0, Path(source).resolve().parent)
+    present = {os.path.abspath(entry or os.curdir) for entry in sys.path}
+    added = []
+    for folder in map(str, folders):
+        if folder not in present and folder not in added:
+            added.append(folder)
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for entry in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
 
 
 # ------------------------------------------------------------------ type checks
@@ -479,6 +511,38 @@ def _require_target(path: str, node: Any, what: str) -> None:
         )
 
 
+def _require_built(
+    path: str, node: Any, built: Any, expected: str, accepted: Callable[[Any], bool]
+) -> None:
+    """A section's object must be of the kind train() takes; else name what it built."""
+    if accepted(built):
+        return
+    if isinstance(node, Mapping) and TARGET in node:
+        found = f"{type(built).__name__} (built by {node[TARGET]!r})"
+    else:
+        found = _found(built)
+    raise ConfigError(path, expected, found)
+
+
+def _is_module(obj: Any) -> bool:
+    return isinstance(obj, nn.Module)
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return isinstance(obj, torch.optim.Optimizer)
+
+
+def _is_scheduler(obj: Any) -> bool:
+    return callable(getattr(obj, "step", None))
+
+
+def _is_dataset(obj: Any) -> bool:
+    # DataLoader takes anything and fails at the first batch; a dataset indexes or iterates.
+    return not isinstance(obj, str | bytes) and (
+        hasattr(type(obj), "__getitem__") or hasattr(type(obj), "__iter__")
+    )
+
+
 # ------------------------------------------------------------------ sections
 
 
@@ -523,7 +587,7 @@ def build_loaders(node: Any) -> dict[str, Any]:
                 path, "a mapping with a dataset and DataLoader arguments", _found(spec)
             )
         if TARGET in spec:
-            loaders[name] = instantiate(spec, path)
+            loaders[name] = _check_loader(path, name, instantiate(spec, path))
             continue
         if "dataset" not in spec:
             raise ConfigError(
@@ -531,6 +595,13 @@ def build_loaders(node: Any) -> dict[str, Any]:
             )
         _check_loader_numbers(path, spec)
         dataset = instantiate(spec["dataset"], f"{path}.dataset")
+        _require_built(
+            f"{path}.dataset",
+            spec["dataset"],
+            dataset,
+            "a dataset of samples (indexable or iterable, e.g. a torch Dataset)",
+            _is_dataset,
+        )
         kwargs = {
             key: instantiate(value, _join(path, key))
             for key, value in spec.items()
@@ -539,6 +610,20 @@ def build_loaders(node: Any) -> dict[str, Any]:
         check_call(path, DataLoader, (dataset,), kwargs)
         loaders[name] = _call(path, DataLoader, (dataset,), kwargs)
     return loaders
+
+
+def _check_loader(path: str, name: str, loader: Any) -> Any:
+    """A loader given by ``_target_`` gets the loop's own checks, reported at its key path."""
+    try:
+        validate_loaders({name: loader})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            path,
+            "an iterable of batches (a DataLoader; or dataset: with batch_size: to make one)",
+            f"{type(loader).__name__}",
+            hint=str(error),
+        ) from error
+    return loader
 
 
 def _check_loader_numbers(path: str, spec: Mapping[str, Any]) -> None:
@@ -779,13 +864,24 @@ def build(config: Mapping[str, Any]) -> Experiment:
     runner = build_runner(config.get("runner"))
     _require_target("model", config.get("model"), "model")
     model = instantiate(config["model"], "model")
+    _require_built("model", config["model"], model, "a torch.nn.Module", _is_module)
     criterion = instantiate(config.get("criterion"), "criterion")
+    _require_built(
+        "criterion",
+        config.get("criterion"),
+        criterion,
+        "a callable loss such as torch.nn.CrossEntropyLoss (a mapping with _target_), or null",
+        lambda built: built is None or callable(built),
+    )
     optimizer = None
     if config.get("optimizer") is not None:
         _require_target("optimizer", config["optimizer"], "optimizer")
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = instantiate(
             config["optimizer"], "optimizer", args=(params,), injected=("params",)
+        )
+        _require_built(
+            "optimizer", config["optimizer"], optimizer, "a torch.optim.Optimizer", _is_optimizer
         )
     scheduler = None
     if config.get("scheduler") is not None:
@@ -794,6 +890,13 @@ def build(config: Mapping[str, Any]) -> Experiment:
         _require_target("scheduler", config["scheduler"], "scheduler")
         scheduler = instantiate(
             config["scheduler"], "scheduler", args=(optimizer,), injected=("optimizer",)
+        )
+        _require_built(
+            "scheduler",
+            config["scheduler"],
+            scheduler,
+            "a learning-rate scheduler (torch.optim.lr_scheduler.*, or anything with step())",
+            _is_scheduler,
         )
     if "loaders" not in config:
         raise ConfigError(
@@ -814,5 +917,10 @@ def build(config: Mapping[str, Any]) -> Experiment:
 
 
 def run_config(source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()) -> Runner:
-    """Load, build and train a config; returns the trained runner."""
-    return build(load_config(source, overrides)).run()
+    """Load, build and train a config; returns the trained runner.
+
+    Meanwhile the config file's folder and the working directory are on ``sys.path``
+    (:func:`import_paths`), as with ``eventrunner run``.
+    """
+    with import_paths(source):
+        return build(load_config(source, overrides)).run()

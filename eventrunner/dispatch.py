@@ -27,9 +27,11 @@ def _every_batch(handler: Call, every: int) -> Call:
     return call
 
 
-def _in_background(handler: Call, worker: BackgroundWorker) -> Call:
+def _in_background(handler: Call, worker: BackgroundWorker, sub: Subscription) -> Call:
+    submit, name, with_batch = worker.submit, sub.name, sub.snapshot_batch
+
     def call(runner: Runner) -> None:
-        worker.submit(handler, runner.snapshot(), runner.epoch_step)
+        submit(handler, runner.snapshot(with_batch), runner.epoch_step, name)
 
     return call
 
@@ -55,7 +57,7 @@ def compile_calls(
         if sub.background:
             if worker is None:
                 raise RuntimeError(f"{sub.name}: background subscriber without a worker")
-            call = _in_background(call, worker)
+            call = _in_background(call, worker, sub)
         else:
             awaits = awaits or sub.is_async
         if batch_event and sub.every is not None and sub.every > 1:

@@ -1,17 +1,21 @@
 """torch.distributed helpers: rank checks, process-group set-up and tear-down, samplers, reductions.
 
-Every function is safe in a single process (no process group): the rank is then 0 of 1. The
-distributed engine is torch.distributed itself; this module only decides when to start it,
-which device each rank uses, and how loaders and loader metrics are shared between ranks.
+Every function is safe in a single process (no process group): the rank is then the one torchrun
+set in the environment, else 0 of 1. The distributed engine is torch.distributed itself; this
+module only decides when to start it, which device each rank uses, and how loaders and loader
+metrics are shared between ranks.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -35,6 +39,10 @@ log = logging.getLogger("eventrunner")
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
+#: ``train(ddp_timeout=)`` default, for gloo and nccl alike: how long a collective waits for a
+#: stuck or lost rank before the run fails (torch's own defaults: 30 min gloo, 10 min nccl).
+DEFAULT_DDP_TIMEOUT_S = 600.0
+
 # ----------------------------------------------------------------------------- rank checks
 
 
@@ -43,19 +51,34 @@ def is_dist_ready() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _env_int(name: str) -> int:
+    text = os.environ[name]
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"environment variable {name} must be an integer (as torchrun sets it), got {text!r}"
+        ) from None
+
+
 def get_rank() -> int:
-    """Global rank of this process (0 without a process group)."""
-    return dist.get_rank() if is_dist_ready() else 0
+    """Global rank of this process: the default group's; without one, ``RANK`` as torchrun set
+    it (so it stays right after ``train()`` destroyed its group), else 0."""
+    if is_dist_ready():
+        return dist.get_rank()
+    return _env_int("RANK") if launched_by_torchrun() else 0
 
 
 def get_world_size() -> int:
-    """Number of processes in the default group (1 without a process group)."""
-    return dist.get_world_size() if is_dist_ready() else 1
+    """Number of processes: the default group's; without one, torchrun's ``WORLD_SIZE``, else 1."""
+    if is_dist_ready():
+        return dist.get_world_size()
+    return _env_int("WORLD_SIZE") if launched_by_torchrun() else 1
 
 
 def get_local_rank() -> int:
     """Rank on this machine: ``LOCAL_RANK`` as torchrun sets it (0 when unset)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    return _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0
 
 
 def is_main_process() -> bool:
@@ -103,9 +126,23 @@ def _run_device(runner: Any, device: Any) -> torch.device:
 _rendezvous: dict[str, Any] = {}
 
 
-def _env_rank() -> int:
-    """``RANK`` as torchrun sets it."""
-    return int(os.environ["RANK"])
+def as_timeout(value: float | timedelta) -> timedelta:
+    """``train(ddp_timeout=)`` as a ``timedelta``: seconds (int or float) or a ``timedelta``,
+    positive and finite."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(
+            f"ddp_timeout must be seconds (int or float) or a datetime.timedelta, got {value!r}"
+        )
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"ddp_timeout must be a positive, finite duration, got {value!r}")
+    try:
+        return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"ddp_timeout is too long for a timedelta: {value!r}") from None
 
 
 def _next_store() -> dist.Store:
@@ -126,8 +163,11 @@ def _next_store() -> dist.Store:
     return store
 
 
-def init_process_group(device: torch.device) -> None:
-    """Start the default group: nccl on CUDA, gloo otherwise.
+def init_process_group(
+    device: torch.device, timeout: timedelta = timedelta(seconds=DEFAULT_DDP_TIMEOUT_S)
+) -> None:
+    """Start the default group: nccl on CUDA, gloo otherwise; its collectives fail after
+    ``timeout`` (a stuck rank ends the run instead of leaving the others waiting).
 
     Under torchrun the ``env://`` rendezvous is used; without it (``train(ddp=True)`` in a plain
     ``python`` process) a world of one process, which runs the DDP code path on one rank.
@@ -139,18 +179,21 @@ def init_process_group(device: torch.device) -> None:
         dist.init_process_group(
             backend,
             store=_next_store(),
-            rank=_env_rank(),
-            world_size=int(os.environ["WORLD_SIZE"]),
+            rank=_env_int("RANK"),
+            world_size=_env_int("WORLD_SIZE"),
+            timeout=timeout,
         )
     else:
         log.warning(
             "eventrunner: ddp=True outside torchrun: one process (world size 1); start the "
             "script with `torchrun --nproc_per_node=N script.py` for N processes"
         )
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        dist.init_process_group(
+            backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
+        )
 
 
-def _store_barrier(store: dist.Store, world_size: int, timeout_s: float = 1800.0) -> None:
+def _store_barrier(store: dist.Store, world_size: int, timeout_s: float) -> None:
     # Not dist.barrier(): a gloo barrier work still being freed on gloo's thread (that needs the
     # GIL) while this thread frees the process group (joining that thread, GIL held) deadlocks;
     # seen here in 2 of 18 two-rank runs on a loaded machine (0 of 24 with this). The store
@@ -163,15 +206,17 @@ def _store_barrier(store: dist.Store, world_size: int, timeout_s: float = 1800.0
         time.sleep(0.005)
 
 
-def shutdown_process_group(*, wait: bool) -> None:
-    """Destroy the default group; ``wait`` first lets every rank reach this point (not on errors:
-    a rank that failed would leave the others waiting)."""
+def shutdown_process_group(
+    *, wait: bool, timeout: timedelta = timedelta(seconds=DEFAULT_DDP_TIMEOUT_S)
+) -> None:
+    """Destroy the default group; ``wait`` first lets every rank reach this point, for at most
+    ``timeout`` (not on errors: a rank that failed would leave the others waiting)."""
     if not is_dist_ready():
         return
     store = _rendezvous.pop("current", None)
     try:
         if wait and store is not None and get_world_size() > 1:
-            _store_barrier(store, get_world_size())
+            _store_barrier(store, get_world_size(), timeout.total_seconds())
     finally:
         time.sleep(0.01)  # release the GIL: gloo's thread may still be freeing finished work
         dist.destroy_process_group()
@@ -187,8 +232,9 @@ def process_group_scope(
     the group it started, also on errors.
 
     ``ddp=None`` (default) starts one under torchrun; ``ddp=True`` always (a world of one
-    outside torchrun); ``ddp=False`` never. A group the caller started is used, never destroyed.
-    On CUDA each rank trains on ``cuda:LOCAL_RANK`` unless ``device=`` names an index.
+    outside torchrun); ``ddp=False`` never. A group the caller started is used, never destroyed
+    (``ddp_timeout`` applies to groups started here). On CUDA each rank trains on
+    ``cuda:LOCAL_RANK`` unless ``device=`` names an index.
     """
 
     @functools.wraps(atrain)
@@ -196,11 +242,12 @@ def process_group_scope(
         ddp = kwargs.get("ddp")
         if ddp not in (None, True, False):
             raise TypeError(f"ddp must be True, False or None (auto under torchrun), got {ddp!r}")
+        timeout = as_timeout(kwargs.get("ddp_timeout", DEFAULT_DDP_TIMEOUT_S))
         created = False
         if ddp is not False and (is_dist_ready() or ddp or launched_by_torchrun()):
             kwargs["device"] = _run_device(runner, kwargs.get("device"))
             if not is_dist_ready():
-                init_process_group(kwargs["device"])
+                init_process_group(kwargs["device"], timeout)
                 created = True
         finished = False
         try:
@@ -209,7 +256,7 @@ def process_group_scope(
             return result
         finally:
             if created:
-                shutdown_process_group(wait=finished)
+                shutdown_process_group(wait=finished, timeout=timeout)
 
     return wrapper
 
@@ -237,16 +284,68 @@ def broadcast_value(value: int) -> int:
     return int(tensor.item())
 
 
-def all_reduce_means(means: WeightedMeans) -> dict[str, float]:
-    """Loader means over all ranks: ``Σ sums / Σ counts`` per name, with ONE all-reduce.
+def metric_names_mismatch(loader: str | None, names_by_rank: Sequence[Sequence[str]]) -> str:
+    """The error message for ranks that produced different metric names (index: rank)."""
+    world = range(len(names_by_rank))
+    every = sorted({name for names in names_by_rank for name in names})
+    parts = []
+    for name in every:
+        have = [rank for rank in world if name in names_by_rank[rank]]
+        lack = [rank for rank in world if rank not in have]
+        if lack:
+            parts.append(f"metric {name!r} on {_ranks(have)} ({_ranks(lack)} did not)")
+    where = f"loader {loader!r}: " if loader is not None else ""
+    return (
+        f"{where}the ranks produced different metrics: {'; '.join(parts)}. Every rank must put "
+        "the same scalar metrics in batch_metrics (their means are reduced over the ranks "
+        "together)"
+    )
+
+
+def _ranks(ranks: list[int]) -> str:
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
+def _names_digest(names: list[str]) -> int:
+    # 56 bits: an int64 that can be negated; str hash() differs between processes.
+    digest = hashlib.blake2b("\0".join(names).encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _check_same_names(names: list[str], loader: str | None, device: torch.device) -> None:
+    """Raise on every rank when the ranks' metric names differ.
+
+    Needed before the values' all-reduce, whose length is the number of names: with one name
+    more on one rank gloo aborts that process (or the collective waits for the timeout), with
+    as many but other names it adds unrelated metrics together. One all-reduce of a digest
+    (MAX of ``d`` and ``-d``: equal iff every rank has the same ``d``); the names themselves
+    travel only when they differ, to name them.
+    """
+    digest = _names_digest(names)
+    check = torch.tensor([digest, -digest], dtype=torch.int64, device=device)
+    dist.all_reduce(check, op=dist.ReduceOp.MAX)
+    highest, negated_lowest = check.tolist()
+    if highest == -negated_lowest:
+        return
+    names_by_rank: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(names_by_rank, names)
+    raise ValueError(metric_names_mismatch(loader, names_by_rank))
+
+
+def all_reduce_means(means: WeightedMeans, loader: str | None = None) -> dict[str, float]:
+    """Loader means over all ranks: ``Σ sums / Σ counts`` per name.
 
     Every rank must have produced the same metric names (they do when all ranks run the same
-    code); the means equal the single-process ones over the union of the ranks' data.
+    code): a small all-reduce checks that first, and a ``ValueError`` naming the metrics and
+    the ranks that lack them is raised on every rank (``loader`` names the loader there).
+    Then ONE all-reduce of sums and counts; the means equal the single-process ones over the
+    union of the ranks' data.
     """
     if not is_dist_ready() or get_world_size() == 1:
         return means.compute()
     names = sorted(means.sums)
     device = _collective_device()
+    _check_same_names(names, loader, device)
     parts = []
     for name in names:
         total = means.sums[name]

@@ -128,6 +128,7 @@ class Subscription:
     every: int | None = None
     is_async: bool = False
     background: bool = False
+    snapshot_batch: bool = False
 
     def fires_for(self, event: str, loader_key: str | None, epoch_step: int) -> bool:
         """Whether the loader and frequency filters let a non-batch event through."""
@@ -191,9 +192,14 @@ class EventBus:
         loaders: str | Iterable[str] | None = None,
         every: int | None = None,
         background: bool = False,
+        snapshot_batch: bool = False,
         name: str | None = None,
     ) -> Subscription:
-        """Connect a function ``handler(runner)`` (sync or ``async def``) to ``event``."""
+        """Connect a function ``handler(runner)`` (sync or ``async def``) to ``event``.
+
+        ``background=True`` runs it on the background worker, on a snapshot of the runner
+        that holds the batch and output only with ``snapshot_batch=True``.
+        """
         _check_event(event)
         if not callable(handler):
             raise TypeError(f"event {event!r}: handler must be callable, got {handler!r}")
@@ -208,6 +214,7 @@ class EventBus:
             every=_check_every(every, label),
             is_async=_is_async(handler),
             background=background,
+            snapshot_batch=snapshot_batch,
         )
         self._signals[event].connect(handler, weak=False)
         self._subscriptions[event].append(sub)
@@ -232,6 +239,7 @@ class EventBus:
                 loaders=callback.loader_filter,
                 every=callback.every,
                 background=callback.background,
+                snapshot_batch=callback.snapshot_batch,
                 name=label,
             )
             for event, handler in callback.handlers().items()
@@ -288,7 +296,10 @@ class Callback:
     other subscribers (see :class:`Order`), ``loaders`` limits it to some loaders (a name, a
     list, or a prefix ``"valid*"``), ``every=N`` fires batch events every N-th batch of a
     loader and loader/epoch events every N-th epoch. Set the class attribute ``background =
-    True`` to run off the loop's path (on a snapshot of the runner's counters and metrics).
+    True`` to run off the loop's path (on a snapshot of the runner's counters and metrics;
+    its ``batch`` and ``output`` are None unless ``snapshot_batch = True``, so that queued
+    calls do not keep batches alive). Past a few dozen queued background calls the loop
+    waits for the worker (back-pressure; :data:`eventrunner.background.MAX_PENDING`).
 
     Example::
 
@@ -304,6 +315,8 @@ class Callback:
     kind: str | None = None
     #: Run handlers on the background worker instead of in the loop.
     background: bool = False
+    #: Background only: the snapshot keeps ``runner.batch`` and ``runner.output`` (memory!).
+    snapshot_batch: bool = False
     order: int = Order.USER
     every: int | None = None
     loader_filter: LoaderFilter = LoaderFilter(None)

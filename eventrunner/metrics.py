@@ -48,21 +48,25 @@ def accuracy(
 class WeightedMeans:
     """Means of scalar metrics weighted by batch size: ``Σ vᵢ·nᵢ / Σ nᵢ`` per name.
 
-    Scalars are Python (and NumPy) numbers and one-element tensors (with or without grad); anything
-    else is skipped.
+    Scalars are Python (and NumPy) numbers and one-element tensors and arrays (with or without
+    grad); anything else is skipped. Skipped tensors and arrays are noted in ``non_scalar``
+    (name -> the first shape seen), so that callers can say why a metric is missing.
     """
 
-    __slots__ = ("counts", "sums")
+    __slots__ = ("counts", "non_scalar", "sums")
 
     def __init__(self) -> None:
         self.sums: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
+        self.non_scalar: dict[str, tuple[int, ...]] = {}
 
     def update(self, metrics: Mapping[str, Any], weight: int) -> None:
         sums, counts = self.sums, self.counts
         for name, value in metrics.items():
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
+                    if name not in self.non_scalar:  # only this lookup per batch and key
+                        self.non_scalar[name] = tuple(value.shape)
                     continue
                 if value.is_cpu:
                     value = value.item()
@@ -76,6 +80,11 @@ class WeightedMeans:
                     continue
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 # NumPy scalars (np.float32 from sklearn/numpy metrics) are numbers too.
+                if isinstance(value, np.ndarray):
+                    if value.size != 1:
+                        self.non_scalar.setdefault(name, value.shape)
+                        continue
+                    value = value.reshape(()).item()  # np.array(0.5): a scalar all the same
                 if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
                     continue
                 value = float(value)
@@ -92,3 +101,4 @@ class WeightedMeans:
     def reset(self) -> None:
         self.sums = {}
         self.counts = {}
+        self.non_scalar = {}

@@ -1,14 +1,17 @@
 """Mixed precision: the ``amp=`` argument of ``train()``, its autocast context and grad scaler.
 
-The loop enters :func:`autocast` for a whole loader pass (no per-batch cost); the backward
-subscriber leaves it around ``.backward()``. fp16 gets a ``GradScaler`` (``runner.scaler``,
-saved in checkpoints); bf16 has fp32's exponent range and needs none.
+Autocast covers one batch's forward and loss (``handle_batch``), never the backward or an
+optimizer step: autocast caches the low-precision copies of the weights until its context
+exits, so a context held across an optimizer step would feed every later forward stale
+weights. fp16 gets a ``GradScaler`` (``runner.scaler``, saved in checkpoints); bf16 has fp32's
+exponent range and needs none.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -60,9 +63,29 @@ def grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.Gr
     return torch.amp.GradScaler(device.type)
 
 
+_Result = TypeVar("_Result")
+
+
 def autocast(runner: Any) -> contextlib.AbstractContextManager[Any]:
-    """The loop's autocast context for a loader pass (a no-op without ``amp``)."""
+    """The autocast context of one forward (a no-op without ``amp``); enter it per batch."""
     dtype = getattr(runner, "amp_dtype", None)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(runner.device.type, dtype=dtype)
+
+
+def autocast_each_call(
+    fn: Callable[[Any], _Result], device_type: str, dtype: torch.dtype | None
+) -> Callable[[Any], _Result]:
+    """``fn`` run inside a fresh ``torch.autocast`` per call; ``fn`` itself without ``amp``.
+
+    A fresh context per call is what keeps autocast's weight cache from outliving a step.
+    """
+    if dtype is None:
+        return fn
+
+    def autocast_call(batch: Any) -> _Result:
+        with torch.autocast(device_type, dtype=dtype):
+            return fn(batch)
+
+    return autocast_call

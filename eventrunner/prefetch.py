@@ -30,6 +30,42 @@ TRIAL_BATCHES = 5
 TRIAL_ROUNDS = 3
 #: The thread must be this much faster per batch to be kept (it costs a core and GIL traffic).
 THREAD_MARGIN = 0.10
+#: The most batches ``prefetch`` may fetch ahead: each one waiting is held in memory.
+MAX_PREFETCH = 1024
+#: Seconds a closing pass waits for the producer's current fetch before leaving it running.
+STOP_TIMEOUT = 1.0
+
+
+def check_prefetch(value: Any, what: str = "prefetch") -> int:
+    """``value`` when it is an int from 0 to :data:`MAX_PREFETCH`; else an error naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int (batches fetched ahead), got {value!r}")
+    if not 0 <= value <= MAX_PREFETCH:
+        raise ValueError(
+            f"{what} must be from 0 to {MAX_PREFETCH} (batches fetched ahead), got {value!r}"
+        )
+    return value
+
+
+def _release_workers(it: Any, loader: Any) -> None:
+    """Stop the worker processes of a DataLoader iterator that a failed pass leaves behind.
+
+    Otherwise they live as long as the iterator, which the exception's traceback (kept in
+    ``runner.exception``) holds. A persistent-workers loader keeps that iterator for its next
+    pass: it is dropped so that the next pass starts new workers.
+    """
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if not callable(shutdown):
+        return
+    shutdown()
+    if getattr(loader, "_iterator", None) is it:
+        loader._iterator = None
+
+
+def _close_iterator(it: Any) -> None:
+    close = getattr(it, "close", None)
+    if callable(close):
+        close()
 
 
 def move_to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
@@ -179,6 +215,8 @@ class _Pass:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._ended = False  # the loader is exhausted (seen while timing)
+        self._left_running = False  # the producer was left inside a fetch that did not return
+        self._loader = loader
         # Created here, on the loop's thread, and its first batch is fetched there too: a
         # sampler draws its seed from the global RNG then, at the same point every run.
         self._it: Iterator[Any] | None = iter(loader)
@@ -217,14 +255,29 @@ class _Pass:
         )
         self._thread.start()
 
-    def _stop(self) -> list[Any]:
-        """Stop the producer after its current fetch; what it had fetched, in order."""
-        thread, self._thread = self._thread, None
+    def _stop(self, timeout: float | None = None) -> list[Any]:
+        """Stop the producer after its current fetch; what it had fetched, in order.
+
+        With a ``timeout``, a producer still inside the loader after it is left running (a
+        daemon thread that stops once the fetch returns) and nothing is returned.
+        """
+        thread = self._thread
         if thread is None:
             return []
         self._stopping = True
         self._credits.put(None)  # wakes a producer waiting for a slot
-        thread.join()
+        thread.join(timeout)
+        self._thread = None
+        if thread.is_alive():
+            self._left_running = True
+            log.warning(
+                "eventrunner: loader %r: the prefetch thread is still inside the loader's "
+                "__next__ after %.1f s; it is left running as a daemon thread and stops when "
+                "that fetch returns",
+                self._key,
+                timeout,
+            )
+            return []
         items = []
         with contextlib.suppress(queue.Empty):
             while True:
@@ -337,13 +390,18 @@ class _Pass:
         yield first
         yield from self._threaded()
 
-    def close(self) -> None:
-        """Stop the producer, drop what it fetched, close the loader's iterator."""
-        self._stop()
+    def close(self, failed: bool = False) -> None:
+        """Stop the producer, drop what it fetched, close the loader's iterator.
+
+        A producer stuck in a fetch is not waited for (a hung data source must not hang
+        Ctrl-C). After a failure a DataLoader's worker processes are stopped at once.
+        """
+        self._stop(STOP_TIMEOUT)
         it, self._it = self._it, None
-        close = getattr(it, "close", None)
-        if callable(close):
-            close()
+        if not self._left_running:  # a generator running on another thread cannot be closed
+            _close_iterator(it)
+        if failed:
+            _release_workers(it, self._loader)
 
 
 def _in_memory(loader: Any) -> bool:
@@ -395,15 +453,14 @@ class Prefetcher:
         the batches it had fetched; an exception raised by the loader reaches the loop with
         its own type and traceback.
         """
+        check_prefetch(depth)
         device = torch.device(device)
         mode = self.mode
         if mode == "auto" and device.type == "cpu" and _in_memory(loader):
             mode = "inline"
-        if depth <= 0 or (mode == "inline" and device.type == "cpu"):
-            if device.type == "cpu":
-                yield map(convert, loader)
-            else:
-                yield (move_to_device(convert(b), device, non_blocking=True) for b in loader)
+        if depth == 0 or (mode == "inline" and device.type == "cpu"):
+            with _plain_pass(loader, convert, device) as batches:
+                yield batches
             return
         run = _Pass(loader, convert, depth, device, key)
         try:
@@ -417,8 +474,25 @@ class Prefetcher:
                     yield run.trial(plan)
                 else:
                     yield run.threaded() if plan.use_thread else run.inline()
-        finally:
-            run.close()
+        except BaseException:
+            run.close(failed=True)
+            raise
+        run.close()
+
+
+@contextlib.contextmanager
+def _plain_pass(loader: Iterable[Any], convert: Convert, device: torch.device) -> Iterator[Any]:
+    """The batches fetched on the loop's thread when it asks for them; no producer."""
+    it = iter(loader)
+    try:
+        if device.type == "cpu":
+            yield map(convert, it)
+        else:
+            yield (move_to_device(convert(b), device, non_blocking=True) for b in it)
+    except BaseException:
+        _close_iterator(it)
+        _release_workers(it, loader)
+        raise
 
 
 @contextlib.contextmanager

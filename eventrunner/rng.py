@@ -3,8 +3,14 @@
 ``rng_state(loaders)`` captures Python's ``random``, NumPy's global state, torch's CPU and CUDA
 generators and every ``torch.Generator`` the loaders hold (a DataLoader's ``generator=``, its
 sampler's, through wrappers such as ``BatchLimitLoaderWrapper``); ``set_rng_state`` puts them
-back. The captured state holds only tensors, ints, floats, lists and plain dicts, so a
-checkpoint that contains it loads with ``torch.load(weights_only=True)``.
+back; ``check_rng_state`` tells beforehand whether it can (a state read from a file is data).
+The captured state holds only tensors, ints, floats, lists and plain dicts, so a checkpoint
+that contains it loads with ``torch.load(weights_only=True)``.
+
+Not restored: the workers of a ``DataLoader(persistent_workers=True)``. The DataLoader draws
+its workers' base seed once per iterator, and persistent workers keep one iterator for the
+whole run, so a resumed run draws a new seed (another shuffle order, other random numbers in
+the workers); :func:`persistent_worker_loaders` finds such loaders so that resuming can say so.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 log = logging.getLogger("eventrunner")
 
@@ -43,18 +50,17 @@ def _own_attr(obj: Any, name: str) -> Any:
         return None
 
 
-def _walk(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str, torch.Generator]]:
+def _walk(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str, Any]]:
+    """``(path, object)`` for every object a loader reaches through :data:`_CHILDREN`."""
     if obj is None or depth > _MAX_DEPTH or id(obj) in seen:
         return
     seen.add(id(obj))
-    if isinstance(obj, torch.Generator):
-        yield path, obj
+    yield path, obj
+    if isinstance(obj, (torch.Generator, str, bytes, int, float, Mapping, torch.Tensor)):
         return
     if isinstance(obj, (list, tuple)):
         for i, item in enumerate(obj):
             yield from _walk(item, f"{path}[{i}]", depth + 1, seen)
-        return
-    if isinstance(obj, (str, bytes, int, float, Mapping, torch.Tensor)):
         return
     for name in _CHILDREN:
         yield from _walk(_own_attr(obj, name), f"{path}.{name}", depth + 1, seen)
@@ -69,8 +75,21 @@ def loader_generators(loaders: Mapping[str, Any]) -> dict[str, torch.Generator]:
     found: dict[str, torch.Generator] = {}
     seen: set[int] = set()
     for key, loader in loaders.items():
-        for path, generator in _walk(loader, str(key), 0, seen):
-            found[path] = generator
+        for path, obj in _walk(loader, str(key), 0, seen):
+            if isinstance(obj, torch.Generator):
+                found[path] = obj
+    return found
+
+
+def persistent_worker_loaders(loaders: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(loader key, path)`` of every DataLoader with ``persistent_workers=True`` (and
+    workers) that the loaders reach: their workers' random state is not restored on resume."""
+    found = []
+    seen: set[int] = set()
+    for key, loader in loaders.items():
+        for path, obj in _walk(loader, str(key), 0, seen):
+            if isinstance(obj, DataLoader) and obj.persistent_workers and obj.num_workers > 0:
+                found.append((str(key), path))
     return found
 
 
@@ -103,22 +122,80 @@ def rng_state(loaders: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return state
 
 
+def _set_python(state: Mapping[str, Any], target: Any = random) -> None:
+    target.setstate(
+        (int(state["version"]), tuple(int(v) for v in state["state"].tolist()), state["gauss"])
+    )
+
+
+def _set_numpy(state: Mapping[str, Any], target: Any = np.random) -> None:
+    target.set_state(
+        (
+            state["name"],
+            state["keys"].numpy().astype(np.uint32),
+            int(state["pos"]),
+            int(state["has_gauss"]),
+            float(state["cached_gaussian"]),
+        )
+    )
+
+
+# The tensors of a state, by key path: checked first, so that a list where a tensor belongs
+# gets an error naming it rather than "'list' object has no attribute 'numpy'".
+_TENSORS = (("python", "state"), ("numpy", "keys"), ("torch",))
+
+
+def _check_tensors(state: Mapping[str, Any]) -> None:
+    for keys in _TENSORS:
+        value: Any = state
+        for i, key in enumerate(keys):
+            if not isinstance(value, Mapping) or key not in value:
+                raise ValueError(f"rng.{'.'.join(keys[: i + 1])} is missing")
+            value = value[key]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"rng.{'.'.join(keys)}: expected a tensor, found {type(value).__name__}"
+            )
+
+
+def check_rng_state(state: Any, loaders: Mapping[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` naming the part (``rng.numpy``) that :func:`set_rng_state` could not
+    restore; nothing is changed. Each part is tried on a fresh generator of its kind."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"rng: expected a dict, found {type(state).__name__}")
+    _check_tensors(state)
+    tries: list[tuple[str, Any]] = [
+        ("rng.python", lambda: _set_python(state["python"], random.Random())),
+        ("rng.numpy", lambda: _set_numpy(state["numpy"], np.random.RandomState())),
+        ("rng.torch", lambda: torch.Generator().set_state(state["torch"])),
+    ]
+    cuda = state.get("cuda") or []
+    if not isinstance(cuda, list) or not all(isinstance(t, torch.Tensor) for t in cuda):
+        raise ValueError("rng.cuda: expected a list of tensors")
+    saved = state.get("loaders") or {}
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"rng.loaders: expected a dict, found {type(saved).__name__}")
+    for path, generator in loader_generators(loaders or {}).items():
+        if path in saved:
+            tries.append(
+                (
+                    f"rng.loaders.{path}",
+                    lambda g=generator, s=saved[path]: torch.Generator(g.device).set_state(s),
+                )
+            )
+    for where, attempt in tries:
+        try:
+            attempt()
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as error:
+            raise ValueError(f"{where}: {type(error).__name__}: {error}") from error
+
+
 def set_rng_state(
     state: Mapping[str, Any], loaders: Mapping[str, Any] | None = None, *, source: str = "state"
 ) -> None:
     """Restore what :func:`rng_state` captured; ``source`` names it in warnings (a file)."""
-    py = state["python"]
-    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
-    npy = state["numpy"]
-    np.random.set_state(
-        (
-            npy["name"],
-            npy["keys"].numpy().astype(np.uint32),
-            int(npy["pos"]),
-            int(npy["has_gauss"]),
-            float(npy["cached_gaussian"]),
-        )
-    )
+    _set_python(state["python"])
+    _set_numpy(state["numpy"])
     torch.set_rng_state(state["torch"])
     cuda = list(state.get("cuda") or [])
     if cuda:

@@ -13,6 +13,7 @@ import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from eventrunner.events import (
     EventBus,
 )
 from eventrunner.loaders import loader_kind, loader_length, validate_loaders
-from eventrunner.prefetch import Prefetcher, move_to_device
+from eventrunner.logdir import check_new_run
+from eventrunner.prefetch import Prefetcher, check_prefetch, move_to_device
 from eventrunner.rng import seed_everything
 
 log = logging.getLogger("eventrunner")
@@ -127,6 +129,7 @@ class Runner:
         self.selection = Selection("valid", "loss", True, False, False)
         self.prefetch = 2
         self.resume: str | Path | None = None
+        self.overwrite_logdir = False
         self.load_best_on_end = False
         self.overfit = False
         self.verbose = False
@@ -135,6 +138,7 @@ class Runner:
         # Scale and precision (SPEC 10), set by train(); read by the DDP/backward subscribers.
         self.ddp = False
         self.ddp_kwargs: dict[str, Any] = {}
+        self.ddp_timeout = timedelta(seconds=distributed.DEFAULT_DDP_TIMEOUT_S)
         self.amp_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self.accumulation_steps = 1
@@ -157,6 +161,8 @@ class Runner:
         self.batch_metrics: dict[str, Any] = {}
         self.loader_metrics: dict[str, Any] = {}
         self.epoch_metrics: dict[str, dict[str, Any]] = {}
+        # loader -> {batch_metrics key: shape} of its last pass's non-scalars (not aggregated).
+        self.non_scalar_metrics: dict[str, dict[str, tuple[int, ...]]] = {}
         self.is_train_loader = False
         self.is_valid_loader = False
         self.is_infer_loader = False
@@ -193,9 +199,15 @@ class Runner:
     def is_train(self) -> bool:
         return self.is_train_loader
 
-    def snapshot(self) -> Runner:
-        """A copy of the runner whose counters and metrics no longer change with the loop."""
+    def snapshot(self, with_batch: bool = False) -> Runner:
+        """A copy of the runner whose counters and metrics no longer change with the loop.
+
+        Its ``batch`` and ``output`` are None unless ``with_batch``: a queued background call
+        would otherwise keep them (and their device memory) alive.
+        """
         snap = copy.copy(self)
+        if not with_batch:
+            snap.batch = snap.output = None
         snap.batch_metrics = dict(self.batch_metrics)
         snap.loader_metrics = dict(self.loader_metrics)
         snap.epoch_metrics = {key: dict(value) for key, value in self.epoch_metrics.items()}
@@ -214,6 +226,7 @@ class Runner:
     async def atrain(self, **kwargs: Any) -> None:
         """Train: :meth:`compose` the run from ``kwargs`` (its arguments), then run it."""
         self.compose(**kwargs)
+        check_new_run(self.logdir, overwrite=self.overwrite_logdir, resume=self.resume)
         if self.resume is not None:
             # After seeding (RNG states are restored over the seed), before experiment_start
             # (every subscriber starts from the resumed counters and states).
@@ -244,10 +257,12 @@ class Runner:
         console: bool = True,
         device: str | torch.device | None = None,
         resume: str | Path | None = None,
+        overwrite: bool = False,
         prefetch: int = 2,
         profile: bool = False,
         ddp: bool | None = None,
         ddp_kwargs: Mapping[str, Any] | None = None,
+        ddp_timeout: float | timedelta = distributed.DEFAULT_DDP_TIMEOUT_S,
         amp: bool | str | torch.dtype = False,
         accumulation_steps: int = 1,
         grad_clip_norm: float | None = None,
@@ -263,11 +278,14 @@ class Runner:
         pick the best epoch (``valid_metric``/``minimize_valid_metric`` are Catalyst 22's
         names). ``overfit=True`` runs one batch per loader. ``verbose`` shows progress bars,
         ``console`` prints one line per loader per epoch. ``prefetch`` batches are fetched
-        ahead (0 turns it off). ``resume`` continues from a checkpoint. ``profile=True``
+        ahead (0 turns it off). ``resume`` continues from a checkpoint. A ``logdir`` that
+        holds a previous run is refused unless ``resume`` continues it or ``overwrite=True``
+        lets the new run replace its files. ``profile=True``
         times every subscriber and batch phase and prints a table at the end.
 
         Scale and precision: ``ddp`` trains data-parallel (None: when launched by torchrun)
         with ``ddp_kwargs`` for ``DistributedDataParallel`` (e.g. ``find_unused_parameters``);
+        ``ddp_timeout`` (seconds or a ``timedelta``; 10 min) ends the run when a rank is stuck;
         ``amp`` autocasts (True: bf16 on CPU, fp16 + GradScaler on CUDA; or ``"fp16"``,
         ``"bf16"``); ``accumulation_steps`` batches per optimizer step; ``grad_clip_norm`` /
         ``grad_clip_value`` clip gradients before each step.
@@ -287,11 +305,15 @@ class Runner:
             prefetch=prefetch,
         )
         self.resume = resume
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+        self.overwrite_logdir = overwrite
         self.load_best_on_end = load_best_on_end
         self.overfit = overfit
         self.verbose = verbose
         self.ddp = distributed.ddp_active(ddp)
         self.ddp_kwargs = dict(ddp_kwargs or {})
+        self.ddp_timeout = distributed.as_timeout(ddp_timeout)
         self.amp_dtype = precision.resolve_amp(amp, self.device)
         self.scaler = precision.grad_scaler(self.amp_dtype, self.device)
         self.accumulation_steps = accumulation_steps
@@ -347,8 +369,7 @@ class Runner:
         """Validate the arguments and set the run's state; raises before any batch runs."""
         self.loaders = validate_loaders(loaders)
         positive_int(num_epochs, "num_epochs")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        check_prefetch(prefetch)
         if selection.loader_given and selection.loader not in self.loaders:
             raise ValueError(
                 f"valid_loader {selection.loader!r} is not among the loaders "
@@ -394,13 +415,18 @@ class Runner:
             if awaits and inspect.isawaitable(result):
                 await result
 
-    async def _publish_after_failure(self, event: str, error: BaseException) -> None:
-        # Every handler gets its turn (loggers must close, files flush); their own errors are
-        # logged and noted on the original exception, which is the one that propagates.
+    def _calls(self, event: str) -> tuple[Any, ...]:
         calls, _ = compile_calls(
             event, self.bus.subscriptions(event), self.loader_key, self.epoch_step, self._worker
         )
-        for call in calls:
+        return calls
+
+    async def _publish_after_failure(
+        self, event: str, error: BaseException, calls: tuple[Any, ...] | None = None
+    ) -> None:
+        # Every handler gets its turn (loggers must close, files flush); their own errors are
+        # logged and noted on the original exception, which is the one that propagates.
+        for call in self._calls(event) if calls is None else calls:
             try:
                 result = call(self)
                 if inspect.isawaitable(result):
@@ -408,15 +434,31 @@ class Runner:
             except BaseException as secondary:
                 _note_secondary(error, f"{event} handler {call!r}", secondary)
 
+    async def _end_experiment(self) -> None:
+        """``experiment_end`` of a run that did not fail. A handler that fails here (the final
+        save on a full disk) makes it a failed run: ``exception`` is published, the handlers
+        after it still get their ``experiment_end``, and its error propagates."""
+        calls = self._calls(EXPERIMENT_END)
+        for position, call in enumerate(calls):
+            try:
+                result = call(self)
+                if inspect.isawaitable(result):
+                    await result
+            except BaseException as error:
+                self.exception = error
+                await self._publish_after_failure(EXCEPTION, error)
+                await self._publish_after_failure(EXPERIMENT_END, error, calls[position + 1 :])
+                raise
+
     async def _run_experiment(self) -> None:
         if self.bus.has_background():
             self._worker = BackgroundWorker(self.device.type)
         try:
             await self._publish(EXPERIMENT_START)
-            while self.epoch_step < self.num_epochs:
+            # need_early_stop is also checked first: a resumed run that early stopping ended
+            # (restored with the counters) runs no epoch.
+            while self.epoch_step < self.num_epochs and not self.need_early_stop:
                 await self._run_epoch()
-                if self.need_early_stop:
-                    break
         except BaseException as error:
             self.exception = error
             await self._publish_after_failure(EXCEPTION, error)
@@ -425,9 +467,11 @@ class Runner:
             raise
         else:
             try:
-                await self._publish(EXPERIMENT_END)
-            finally:
-                self._close_worker(None)
+                await self._end_experiment()
+            except BaseException as error:
+                self._close_worker(error)
+                raise
+            self._close_worker(None)
 
     def _close_worker(self, error: BaseException | None) -> None:
         worker, self._worker = self._worker, None
@@ -472,7 +516,7 @@ class Runner:
     async def _run_loader(self, loader_key: str, loader: Any) -> None:
         self._set_loader(loader_key, loader)
         self.model.train(self.is_train_loader)
-        with torch.set_grad_enabled(self.is_train_loader), precision.autocast(self):
+        with torch.set_grad_enabled(self.is_train_loader):
             await self._publish(LOADER_START)
             await self._run_batches()
             if self.loader_batch_step == 0:
@@ -492,7 +536,10 @@ class Runner:
         ends, ends_await = compile_calls(
             BATCH_END, subs(BATCH_END), self.loader_key, self.epoch_step, self._worker
         )
-        handle_batch = self.handle_batch
+        # Autocast per batch, around handle_batch only (see eventrunner.precision).
+        handle_batch = precision.autocast_each_call(
+            self.handle_batch, self.device.type, self.amp_dtype
+        )
         # Subscribers may replace runner.loader at loader_start (batch limits, samplers).
         with self._prefetcher.batches(
             self.loader, self.to_dict_batch, self.prefetch, self.device, self.loader_key
@@ -550,10 +597,19 @@ class Runner:
         return dict(self.loader_metrics)
 
     def predict_batch(self, batch: Any) -> Any:
-        """Forward one batch (moved to the device, no grad) and return ``self.output``."""
-        with torch.no_grad():
-            batch = self._prepare_batch(batch)
+        """Forward one batch as the loader yields it and return ``self.output``.
+
+        The batch goes through :meth:`to_dict_batch`, is moved to the device, and
+        :meth:`handle_batch` runs without grad (under autocast with ``amp``). The model is
+        used in the mode it is in: call ``runner.model.eval()`` first, as
+        :meth:`predict_loader` does.
+        """
+        return self._predict_prepared(self._prepare_batch(batch))
+
+    def _predict_prepared(self, batch: dict[str, Any]) -> Any:
+        with torch.no_grad(), precision.autocast(self):
             self.batch = batch
+            self.output = None
             self.batch_metrics = {}
             self.handle_batch(batch)
         return self.output
@@ -561,7 +617,14 @@ class Runner:
     def predict_loader(
         self, loader: Iterable[Any], model: nn.Module | None = None, *, prefetch: int = 2
     ) -> Iterator[Any]:
-        """Yield :meth:`predict_batch` for each batch of ``loader``, model in eval mode."""
+        """Yield ``self.output`` for each batch of ``loader``, model in eval mode, no grad.
+
+        Batches are converted (:meth:`to_dict_batch`, once) and moved to the device ahead of
+        the forward by the prefetcher; no subscriber runs. Example::
+
+            for output in runner.predict_loader(test_loader):
+                predictions.append(output["logits"].argmax(dim=1).cpu())
+        """
         if model is not None:
             self.model = model
         if self.model is None:
@@ -571,9 +634,9 @@ class Runner:
         with self._prefetcher.batches(
             loader, self.to_dict_batch, prefetch, self.device, "infer"
         ) as batches:
-            for batch in batches:
+            for batch in batches:  # already dicts on the device
                 self.loader_batch_step += 1
-                yield self.predict_batch(batch)
+                yield self._predict_prepared(batch)
 
 
 # train() and atrain() take compose()'s arguments: show them in help() and IDEs.

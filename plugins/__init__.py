@@ -17,6 +17,7 @@ from plugins.overfit import BatchOverfitCallback
 from plugins.profiler import ProfilerCallback
 from plugins.progress import ProgressBarCallback
 from plugins.scheduler import SchedulerCallback
+from plugins.selection import ModelSelectionCallback
 from plugins.tensorboard_logger import TensorBoardLogger
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "LoaderMetricCallback",
     "LossCaptureCallback",
     "MetricAggregationCallback",
+    "ModelSelectionCallback",
     "NonFiniteLossError",
     "OptimizerCallback",
     "ProfilerCallback",

@@ -19,7 +19,8 @@ def is_main_process(runner: Any) -> bool:
     """True on rank 0 and in a single process: the rank that writes logs and draws bars.
 
     A runner attribute ``is_main_process`` (bool or callable) wins; otherwise
-    :func:`eventrunner.distributed.is_main_process` decides (rank 0 without a process group).
+    :func:`eventrunner.distributed.is_main_process` decides (without a process group, e.g.
+    after ``train()`` returned, from torchrun's ``RANK``; rank 0 outside torchrun).
     """
     flag = getattr(runner, "is_main_process", None)
     if flag is not None:

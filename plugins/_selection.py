@@ -32,6 +32,13 @@ class Watched:
                 f"(loaders: {', '.join(runner.loaders)})"
             )
         if self.metric not in produced:
+            shape = getattr(runner, "non_scalar_metrics", {}).get(self.loader, {}).get(self.metric)
+            if shape is not None:
+                raise ValueError(
+                    f"{owner}: metric {self.metric!r} of loader {self.loader!r} is a tensor of "
+                    f"shape {shape}, not a scalar, so it is not aggregated; reduce it in "
+                    "batch_metrics (e.g. .mean()) to select by it"
+                )
             raise ValueError(
                 f"{owner}: metric {self.metric!r} was not produced by loader {self.loader!r}; "
                 f"it produced {', '.join(sorted(produced)) or 'no metrics'}"

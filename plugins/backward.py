@@ -45,7 +45,8 @@ class BackwardCallback(Callback):
     """``batch_metrics[loss_key].backward()`` on each train batch.
 
     The loss is scaled for accumulation (see the module docstring) and by ``runner.scaler``
-    with fp16 AMP; the backward itself runs outside autocast, as PyTorch recommends.
+    with fp16 AMP; the loop's autocast covers ``handle_batch`` only, so the backward runs
+    outside it, as PyTorch recommends.
     """
 
     kind = "backward"
@@ -58,7 +59,6 @@ class BackwardCallback(Callback):
         self._count = 0  # batches of the current group already backpropagated
         self._first_size = 0
         self._scaler: Any = None
-        self._autocast_device: str | None = None
         self._ddp: nn.parallel.DistributedDataParallel | None = None
         self._no_sync: Any = None
         self._unsynced = False
@@ -66,8 +66,6 @@ class BackwardCallback(Callback):
     def on_experiment_start(self, runner: Any) -> None:
         self.steps = _resolve_steps(self.accumulation_steps, runner, "BackwardCallback")
         self._scaler = getattr(runner, "scaler", None)
-        amp = getattr(runner, "amp_dtype", None) is not None
-        self._autocast_device = runner.device.type if amp else None
         model = runner.model
         is_ddp = isinstance(model, nn.parallel.DistributedDataParallel)
         self._ddp = model if is_ddp and self.steps > 1 else None
@@ -111,11 +109,7 @@ class BackwardCallback(Callback):
             self._count = self._count + 1 if self._count + 1 < self.steps else 0
         if self._scaler is not None:
             loss = self._scaler.scale(loss)
-        if self._autocast_device is None:
-            loss.backward()
-        else:
-            with torch.autocast(self._autocast_device, enabled=False):
-                loss.backward()
+        loss.backward()
         if self._no_sync is not None:
             self._unsynced = True
             self._leave_no_sync()

@@ -1,10 +1,12 @@
-"""Model selection and checkpoints: the best epoch by the selection metric, and files to resume.
+"""Checkpoints: each ``CheckpointCallback`` keeps its own best epoch, and files to resume.
 
-After each epoch the chosen loader's metric is compared with the best so far; ties keep the
-earlier epoch. ``runner.best_valid_metric`` and ``runner.best_epoch`` follow it. With a
-``logdir`` each finished epoch is saved to ``logdir/checkpoints`` (``last.pth``, ``best.pth``,
-the top-k ``epoch_N.pth``, ``index.json``; see :mod:`eventrunner.checkpointing`); without one
-the best weights are kept as a CPU snapshot (not the live model) for ``load_best_on_end``.
+After each epoch its loader's metric is compared with its best so far; ties keep the earlier
+epoch. Several can run side by side (one minimising ``m1``, one maximising ``m2``), each with
+its own best, folder and index; ``runner.best_epoch``/``best_valid_metric`` belong to the
+run's own selection (``plugins.selection``) and none of them writes those. With a ``logdir``
+each finished epoch is saved to ``logdir/checkpoints`` (``last.pth``, ``best.pth``, the top-k
+``epoch_N.pth``, ``index.json``; see :mod:`eventrunner.checkpointing`); without one the best
+weights are kept as a CPU snapshot (not the live model) for ``load_best_on_end``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class CheckpointCallback(Callback):
     own or the runner's), writes checkpoints: ``last.pth``, ``best.pth``, the ``topk`` best
     epochs and ``index.json``.
 
+    ``best_epoch``/``best_metric`` are its own best so far. ``load_best_on_end=None`` follows
+    ``train(load_best_on_end=)`` when this callback selects by the run's own metric (or when
+    no CheckpointCallback of the run does and this is the first).
+
     ``background_save`` copies the state at epoch end and writes it on a thread while the next
     epoch trains; by default (None) it does so when the model is on an accelerator, where the
     CPU is free to write. On the CPU, training and the writer share the same cores: measured
@@ -78,11 +84,14 @@ class CheckpointCallback(Callback):
         self.load_best_on_end = load_best_on_end
         self.background_save = background_save
         self.history: list[dict[str, Any]] = []
+        self.best_epoch: int | None = None
+        self.best_metric: float | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.folder: ckpt.CheckpointFolder | None = None
         self._active = True
         self._target = self.watched
         self._finished: _Finished | None = None
+        self._follows_run = True
         self._writer = ckpt.CheckpointWriter(bool(background_save))
         self._resumed_kept: list[ckpt.Entry] = []
         self._resumed_best: ckpt.Entry | None = None
@@ -100,17 +109,17 @@ class CheckpointCallback(Callback):
                     f"valid_loader {self._target.loader!r} is not among the loaders "
                     f"({', '.join(runner.loaders)})"
                 )
-            self._disable(f"no {self._target.loader!r} loader")
+            self._disable(runner, f"no {self._target.loader!r} loader")
         elif runner.epoch_step == 0:
             self._active = True
+        self._follows_run = self._follows_run_selection(runner)
         resumed = runner.epoch_step > 0  # restore_run() ran before experiment_start
         if resumed:
             self._check_resumed_selection(runner)
         else:
             self.history = []
             self._resumed_kept, self._resumed_best, self._resumed_selection = [], None, None
-            runner.best_valid_metric = None
-            runner.best_epoch = None
+        self._best_from_history(runner.epoch_step)
         self.best_state = None
         self._finished = None
         background = self.background_save
@@ -134,8 +143,8 @@ class CheckpointCallback(Callback):
                     ),
                     self._resumed_kept,
                     self._resumed_best,
-                    runner.best_epoch,
-                    runner.best_valid_metric,
+                    self.best_epoch,
+                    self.best_metric,
                     self._selection(),
                 )
             else:
@@ -143,13 +152,40 @@ class CheckpointCallback(Callback):
         elif resumed and self._keeps_weights_in_memory(runner):
             self._best_from_resumed_folder(runner)
 
+    def _tracks(self, runner: Any) -> bool:
+        """Whether this callback selects by the run's own loader, metric and direction."""
+        run = runner.selection
+        target = self.watched.resolve(runner)
+        return (target.loader, target.metric, bool(target.minimize)) == (
+            run.loader,
+            run.metric,
+            bool(run.minimize),
+        )
+
+    def _follows_run_selection(self, runner: Any) -> bool:
+        # train(load_best_on_end=) concerns the run's selection: the callback that selects by
+        # it, or, when none does, the first CheckpointCallback of the run.
+        if self._tracks(runner):
+            return True
+        others = [cb for cb in runner.callbacks if isinstance(cb, CheckpointCallback)]
+        return not any(cb._tracks(runner) for cb in others) and bool(others) and others[0] is self
+
+    def _best_from_history(self, epoch: int) -> None:
+        # A resumed run rebuilds its best from the saved history (ties keep the earlier epoch).
+        self.best_epoch, self.best_metric = None, None
+        for item in self.history:
+            if self._target.improves(item["metric"], self.best_metric):
+                self.best_epoch, self.best_metric = int(item["epoch"]), float(item["metric"])
+        if not self._active and epoch > 0:
+            self.best_epoch = epoch
+
     def _check_resumed_selection(self, runner: Any) -> None:
         saved, now = self._resumed_selection, self._selection()
         if saved is not None and now is not None and saved != now:
             log.warning(
                 "eventrunner: %s chose its best epoch (%s) by %s; this run selects by %s",
                 runner.resume,
-                runner.best_epoch,
+                self._resumed_best.epoch if self._resumed_best else runner.best_epoch,
                 saved,
                 now,
             )
@@ -161,9 +197,14 @@ class CheckpointCallback(Callback):
         """
         return distributed.is_main_process()
 
-    def _disable(self, why: str) -> None:
+    def _disable(self, runner: Any, why: str) -> None:
         self._active = False
-        log.warning("eventrunner: no model selection (%s); best_epoch is the last epoch", why)
+        if not self._tracks(runner):  # the run's own selection says so for the run's metric
+            log.warning(
+                "eventrunner: %s: no model selection (%s); its best epoch is the last epoch",
+                type(self).__name__,
+                why,
+            )
 
     def _metric_given(self, runner: Any) -> bool:
         return self.watched.metric is not None or runner.selection.metric_given
@@ -177,18 +218,19 @@ class CheckpointCallback(Callback):
             produced = runner.epoch_metrics.get(self._target.loader, {})
             if self._target.metric not in produced and not self._metric_given(runner):
                 self._disable(
-                    f"loader {self._target.loader!r} produced no {self._target.metric!r} metric"
+                    runner,
+                    f"loader {self._target.loader!r} produced no {self._target.metric!r} metric",
                 )
         value: float | None = None
         if not self._active:
-            runner.best_epoch = runner.epoch_step
-            runner.best_valid_metric = None
+            self.best_epoch = runner.epoch_step
+            self.best_metric = None
         else:
             value = self._target.value(runner, "model selection")
             self.history.append({"epoch": runner.epoch_step, "metric": value})
-            if self._target.improves(value, runner.best_valid_metric):
-                runner.best_valid_metric = value
-                runner.best_epoch = runner.epoch_step
+            if self._target.improves(value, self.best_metric):
+                self.best_metric = value
+                self.best_epoch = runner.epoch_step
                 if self._keeps_weights_in_memory(runner):
                     self.best_state = cpu_state_dict(runner.model)
         if self.folder is not None:
@@ -228,16 +270,17 @@ class CheckpointCallback(Callback):
         plan = folder.plan(
             finished.epoch,
             finished.metric,
-            runner.best_epoch,
-            runner.best_valid_metric,
+            self.best_epoch,
+            self.best_metric,
             self._selection(),
         )
+        # The file's "selection" block is the run's own (resume restores runner.best_* from
+        # it); this callback's own best lives in its state (history) and in its index.json.
         state = ckpt.capture_state(
             runner,
             epoch=finished.epoch,
             epoch_metrics=finished.metrics,
-            history=self.history,
-            selection=self._selection(),
+            history=self.history if self._tracks(runner) else None,
         )
         what = f"epoch {finished.epoch} to {folder.path}"
         if self._writer.background:
@@ -255,31 +298,31 @@ class CheckpointCallback(Callback):
         if self.folder is None:
             if self.best_state is not None:
                 ckpt.unwrap_model(runner.model).load_state_dict(self.best_state)
-            elif runner.best_epoch is not None and runner.best_epoch != runner.epoch_step:
+            elif self.best_epoch is not None and self.best_epoch != runner.epoch_step:
                 log.warning(
                     "eventrunner: load_best_on_end: the weights of epoch %d were not kept "
                     "(resumed run without logdir); the model keeps its last weights",
-                    runner.best_epoch,
+                    self.best_epoch,
                 )
             return
         best = self.folder.best
-        if best is None or best.epoch != runner.best_epoch:
+        if best is None or best.epoch != self.best_epoch:
             log.warning(
                 "eventrunner: load_best_on_end: %s does not hold the best epoch %s; the model "
                 "keeps its last weights",
                 self.folder.path / ckpt.BEST,
-                runner.best_epoch,
+                self.best_epoch,
             )
             return
         ckpt.load_weights(runner.model, self.folder.path / ckpt.BEST)
 
     def _best_from_resumed_folder(self, runner: Any) -> None:
         # Resumed without a logdir: the best weights may sit beside the resumed file.
-        if runner.best_epoch is None or runner.resume is None:
+        if self.best_epoch is None or runner.resume is None:
             return
         source = Path(runner.resume)
         for candidate in (source, source.parent / ckpt.BEST):
-            if ckpt.peek_epoch(candidate) == runner.best_epoch:
+            if ckpt.peek_epoch(candidate) == self.best_epoch:
                 self.best_state = ckpt.load_checkpoint(candidate)["model"]
                 return
 
@@ -288,7 +331,7 @@ class CheckpointCallback(Callback):
     def _wants_best_on_end(self, runner: Any) -> bool:
         if self.load_best_on_end is not None:
             return self.load_best_on_end
-        return bool(runner.load_best_on_end)
+        return bool(runner.load_best_on_end) and self._follows_run
 
     def _keeps_weights_in_memory(self, runner: Any) -> bool:
         # With a folder, best.pth is the snapshot: no second copy in memory.

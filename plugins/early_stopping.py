@@ -25,7 +25,11 @@ class EarlyStoppingCallback(Callback):
     ) -> None:
         super().__init__(order=Order.EARLY_STOPPING)
         positive_int(patience, "EarlyStoppingCallback: patience")
-        if min_delta < 0:
+        if isinstance(min_delta, bool) or not isinstance(min_delta, int | float):
+            raise TypeError(
+                f"EarlyStoppingCallback: min_delta must be a number >= 0, got {min_delta!r}"
+            )
+        if not min_delta >= 0:  # NaN too
             raise ValueError(f"EarlyStoppingCallback: min_delta must be >= 0, got {min_delta!r}")
         self.patience = patience
         self.min_delta = min_delta

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eventrunner.events import Callback, Order
+from plugins._log_paths import path_in_logdir
 from plugins._run_info import is_main_process, json_safe, log_dir, run_hparams, scalar_items
 
 
@@ -58,6 +59,7 @@ class JSONLogger(Callback):
 
     ``config`` (or ``runner.config``, e.g. the YAML config of ``eventrunner run``) is written in
     the ``experiment_start`` record. Appends on ``resume``, starts a new file otherwise.
+    ``filename`` is a path inside the log directory (no absolute path, no ``..``).
     """
 
     kind = "jsonl"
@@ -87,9 +89,11 @@ class JSONLogger(Callback):
 
     def on_experiment_start(self, runner: Any) -> None:
         self._close()
+        self.path = None
         if not is_main_process(runner):
             return
-        self.path = log_dir(type(self).__name__, self.logdir, runner) / self.filename
+        logdir = log_dir(type(self).__name__, self.logdir, runner)
+        self.path = path_in_logdir(type(self).__name__, logdir, self.filename)
         resume = getattr(runner, "resume", None)
         self._file = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 - closed at experiment_end
         self._started = time.perf_counter()
@@ -122,6 +126,9 @@ class JSONLogger(Callback):
 
     def on_exception(self, runner: Any) -> None:
         error = runner.exception
+        reopened = self._file is None and self.path is not None
+        if reopened:  # a handler after ours failed in experiment_end: the run failed after all
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         self.record(
             runner,
             "exception",
@@ -130,6 +137,8 @@ class JSONLogger(Callback):
             loader=runner.loader_key,
             loader_batch_step=runner.loader_batch_step,
         )
+        if reopened:
+            self.on_experiment_end(runner)
 
     def on_experiment_end(self, runner: Any) -> None:
         if self._file is None:

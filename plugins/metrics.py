@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,17 +11,28 @@ import torch
 from eventrunner.distributed import all_reduce_means
 from eventrunner.events import Callback, Order
 from eventrunner.metrics import WeightedMeans, accuracy
+from plugins._run_info import is_main_process
+
+log = logging.getLogger("eventrunner")
 
 
 class MetricAggregationCallback(Callback):
     """Aggregates every scalar in ``batch_metrics`` into ``loader_metrics`` (batch-size-weighted
-    means) and files them in ``epoch_metrics[loader_key]`` at loader end."""
+    means) and files them in ``epoch_metrics[loader_key]`` at loader end.
+
+    Non-scalar tensors stay in ``batch_metrics`` only: their shapes go to
+    ``runner.non_scalar_metrics[loader_key]``, with a warning once per loader and key.
+    """
 
     kind = "metrics"
 
     def __init__(self) -> None:
         super().__init__(order=Order.METRIC_AGGREGATION)
         self.means = WeightedMeans()
+        self._warned: set[tuple[str, str]] = set()
+
+    def on_experiment_start(self, runner: Any) -> None:
+        self._warned = set()
 
     def on_loader_start(self, runner: Any) -> None:
         self.means = WeightedMeans()
@@ -31,11 +43,30 @@ class MetricAggregationCallback(Callback):
     def on_loader_end(self, runner: Any) -> None:
         runner.loader_metrics.update(self.reduce(runner, self.means))
         runner.epoch_metrics[runner.loader_key] = runner.loader_metrics
+        runner.non_scalar_metrics[runner.loader_key] = dict(self.means.non_scalar)
+        if self.means.non_scalar:
+            self._warn_non_scalar(runner)
 
     def reduce(self, runner: Any, means: WeightedMeans) -> dict[str, float]:
         """The loader's means (across processes when the run is distributed: one all-reduce of
         the sums and counts, so ranks agree and match the single-process numbers)."""
-        return all_reduce_means(means)
+        return all_reduce_means(means, runner.loader_key)
+
+    def _warn_non_scalar(self, runner: Any) -> None:
+        loader = runner.loader_key
+        for name, shape in self.means.non_scalar.items():
+            if (loader, name) in self._warned:
+                continue
+            self._warned.add((loader, name))
+            if is_main_process(runner):
+                log.warning(
+                    "eventrunner: loader %r: batch_metrics[%r] is a tensor of shape %s, not a "
+                    "scalar: it stays in batch_metrics but is not aggregated into "
+                    "loader_metrics; reduce it (e.g. .mean()) to have it aggregated",
+                    loader,
+                    name,
+                    shape,
+                )
 
 
 def _lookup(runner: Any, key: str) -> Any:

@@ -18,6 +18,10 @@ from eventrunner.checks import positive_int
 from eventrunner.events import Callback, Order
 from plugins._run_info import is_main_process, scalar_items
 
+#: One before the loggers (``Order.LOGGING``), whatever their registration order: a console
+#: line printed while the bar is still drawn would land on the bar's line.
+PROGRESS_ORDER = Order.LOGGING - 1
+
 
 def _running_means(aggregator: Any) -> Mapping[str, Any] | None:
     means = getattr(aggregator, "means", None)
@@ -37,6 +41,9 @@ class ProgressBarCallback(Callback):
     ``ProgressBarCallback(file=sys.stdout, refresh_seconds=0.5)`` in ``callbacks`` to change it.
     The bar is removed at loader end (``leave=False``) so the console logger's line replaces it,
     and closed on exceptions. Extra keyword arguments go to ``tqdm``.
+
+    It runs at order 79, just before the loggers (80): its bar is closed (cleared, or left
+    complete on its own line) before the console line of the same loader end is printed.
     """
 
     kind = "progress"
@@ -49,7 +56,7 @@ class ProgressBarCallback(Callback):
         leave: bool = False,
         **tqdm_kwargs: Any,
     ) -> None:
-        super().__init__(order=Order.LOGGING)
+        super().__init__(order=PROGRESS_ORDER)
         if refresh_seconds < 0:
             raise ValueError(
                 f"ProgressBarCallback: refresh_seconds must be >= 0, got {refresh_seconds!r}"

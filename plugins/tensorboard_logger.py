@@ -4,6 +4,8 @@ One run per loader, ``logdir/tensorboard/<loader>``, so that TensorBoard draws t
 valid in the same chart: tags ``epoch/<metric>`` (step = epoch) and, when asked,
 ``batch/<metric>`` every N batches (step = global batch step). The hparams of the run and its
 final metrics go to the ``logdir/tensorboard/hparams`` run, for the HParams dashboard.
+A loader name with ``/`` nests its run; one that would leave the log directory (``..``) is
+refused before the first batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from eventrunner.checks import positive_int
 from eventrunner.events import Callback, Order
+from plugins._log_paths import path_in_logdir
 from plugins._run_info import is_main_process, log_dir, run_hparams, scalar_items
 
 
@@ -64,6 +67,7 @@ class TensorBoardLogger(Callback):
         self.subdir = subdir
         self.root: Path | None = None
         self.writers: dict[str, Any] = {}
+        self._logdir: Path | None = None
 
     def handlers(self) -> dict[str, Any]:
         found = super().handlers()
@@ -71,20 +75,32 @@ class TensorBoardLogger(Callback):
             found.pop("batch_end", None)  # nothing to do per batch: not even a call
         return found
 
+    def _folder(self, loader_key: str) -> Path:
+        """``logdir/<subdir>/<loader>``; a ValueError when the loader's name would leave it."""
+        assert self._logdir is not None
+        owner = type(self).__name__
+        return path_in_logdir(owner, self._logdir, loader_key, "loader", under=self.subdir)
+
     def _writer(self, loader_key: str) -> Any:
         writer = self.writers.get(loader_key)
         if writer is None:
-            assert self.root is not None
             writer = self.writers[loader_key] = self._writer_class(
-                log_dir=str(self.root / loader_key)
+                log_dir=str(self._folder(loader_key))
             )
         return writer
 
     def on_experiment_start(self, runner: Any) -> None:
         self._close()
-        self.root = None
-        if is_main_process(runner):
-            self.root = log_dir(type(self).__name__, self.logdir, runner) / self.subdir
+        self.root = self._logdir = None
+        if not is_main_process(runner):
+            return
+        owner = type(self).__name__
+        logdir = log_dir(owner, self.logdir, runner)
+        root = path_in_logdir(owner, logdir, self.subdir, "subdir")
+        self._logdir = logdir
+        for loader_key in runner.loaders:  # refused now, not after a loader's first pass
+            self._folder(loader_key)
+        self.root = root
 
     def on_batch_end(self, runner: Any) -> None:
         if self.root is None or runner.loader_batch_step % self.log_batch_every:

@@ -309,3 +309,80 @@ def test_ctrl_c_during_atrain_under_asyncio_run_stops_at_once():
         asyncio.run(app())
     assert len(steps) < 100
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class Doubles(Loss):
+    def handle_batch(self, batch):
+        super().handle_batch(batch)
+        self.output = {"y": batch["x"] * 2}
+
+
+def test_a_slow_background_subscriber_is_bounded_and_named_once(monkeypatch, caplog):
+    from eventrunner import background
+
+    monkeypatch.setattr(background, "MAX_PENDING", 4, raising=False)
+    waiting = []
+
+    class SlowUpload(eventrunner.Callback):
+        background = True
+
+        def on_batch_end(self, runner):
+            time.sleep(0.005)  # far slower than the loop's batches
+
+    class FastLog(eventrunner.Callback):
+        background = True
+
+        def on_batch_end(self, runner):
+            pass
+
+    class Watch(eventrunner.Callback):
+        def on_batch_end(self, runner):
+            waiting.append(runner._worker._queue.qsize())  # calls queued, not yet started
+
+    subscribers = [FastLog(order=71), SlowUpload(order=72), Watch(order=73)]
+    with caplog.at_level("WARNING", logger="eventrunner"):
+        fit(subscribers, loaders={"train": batches(40)})
+    assert len(waiting) == 40
+    assert max(waiting) <= 4
+    warned = [r.getMessage() for r in caplog.records if "background" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert "SlowUpload" in warned[0] and "FastLog" not in warned[0]
+    assert "4 calls" in warned[0]
+
+
+def test_background_snapshot_carries_the_batch_only_when_asked():
+    seen: dict[str, list] = {"plain": [], "with_batch": []}
+
+    class Plain(eventrunner.Callback):
+        background = True
+
+        def on_batch_end(self, runner):
+            seen["plain"].append((runner.batch, runner.output, float(runner.batch_metrics["loss"])))
+
+    class WithBatch(Plain):
+        snapshot_batch = True
+
+        def on_batch_end(self, runner):
+            seen["with_batch"].append((runner.batch, runner.output))
+
+    data = batches(3)
+    fit([Plain(), WithBatch()], runner=Doubles(), loaders={"train": data})
+    assert seen["plain"] == [(None, None, float(i)) for i in range(3)]
+    assert len(seen["with_batch"]) == 3
+    for (batch, output), want in zip(seen["with_batch"], data, strict=True):
+        assert torch.equal(batch["x"], want["x"])
+        assert torch.equal(output["y"], want["x"] * 2)
+
+
+def test_a_call_that_holds_the_loop_up_is_named_while_the_loop_waits(caplog):
+    def stuck_upload(snapshot):
+        time.sleep(0.3)
+
+    worker = BackgroundWorker("cpu", max_pending=1)
+    with caplog.at_level("WARNING", logger="eventrunner"):
+        for _ in range(3):
+            worker.submit(stuck_upload, None, epoch=1, name="StuckUpload")
+    worker.close()
+    worker.wait()
+    warned = [r.getMessage() for r in caplog.records if "background" in r.getMessage()]
+    assert len(warned) == 1 and "StuckUpload" in warned[0]

@@ -290,7 +290,9 @@ def test_checkpoint_holds_the_whole_run(tmp_path):
         "epoch_step": 2,
         "batch_step": scheduler_runner.batch_step,
         "sample_step": scheduler_runner.sample_step,
+        "need_early_stop": False,
     }
+    assert state["classes"] == {"optimizer": "SGD", "scheduler": None}
     # Early stopping (order 65, after the checkpoint subscriber) is saved with this epoch's update.
     assert state["callbacks"]["early_stopping"] == {"best": 1.0, "wait": 0}
     assert state["callbacks"]["checkpoint"]["history"] == [
@@ -314,3 +316,38 @@ def test_resuming_with_another_selection_warns(tmp_path, caplog):
         )
     assert "chose its best epoch (2)" in caplog.text
     assert runner.best_epoch == 3  # 2.0 > 1.0 when maximising
+
+
+def test_a_run_that_stopped_early_trains_nothing_more_when_resumed(tmp_path, caplog):
+    # Patience 2: epochs 3 and 4 do not improve on epoch 2, so the run stops after epoch 4.
+    scores = [3.0, 1.0, 2.0, 5.0, 0.5, 0.4]
+    first, _ = _train(tmp_path, scores, [plugins.EarlyStoppingCallback(patience=2)])
+    assert first.epoch_step == 4 and first.need_early_stop
+    folder = tmp_path / "checkpoints"
+    saved = ckpt.load_checkpoint(folder / "last.pth")
+    assert saved["counters"]["need_early_stop"] is True
+    index = (folder / "index.json").read_text()
+
+    stopper = plugins.EarlyStoppingCallback(patience=2)
+    with caplog.at_level("WARNING", logger="eventrunner"):
+        runner, recorder = _train(
+            tmp_path, [*scores, 0.1, 0.1], [stopper], resume=folder / "last.pth"
+        )
+    assert recorder.weights == {}  # no epoch ran
+    assert _same(runner.model.state_dict(), saved["model"])
+    assert (runner.epoch_step, runner.best_epoch, runner.best_valid_metric) == (4, 2, 1.0)
+    assert runner.need_early_stop
+    assert stopper.state_dict() == {"best": 1.0, "wait": 2}
+    assert "early stopping ended" in caplog.text and "no epoch left to train" in caplog.text
+    assert ckpt.load_checkpoint(folder / "last.pth")["epoch"] == 4
+    assert (folder / "index.json").read_text() == index
+
+
+def test_a_run_that_did_not_stop_resumes_with_the_stop_request_cleared(tmp_path):
+    _train(tmp_path, SCORES[:2])
+    assert (
+        ckpt.load_checkpoint(tmp_path / "checkpoints/last.pth")["counters"]["need_early_stop"]
+        is False
+    )
+    runner, recorder = _train(tmp_path, SCORES, resume=tmp_path / "checkpoints/last.pth")
+    assert sorted(recorder.weights) == [3, 4] and not runner.need_early_stop

@@ -24,7 +24,7 @@ class TinyRunner(Runner):
         self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
 
 
-def _checkpoint(folder: Path, model: nn.Module | None = None) -> Path:
+def _checkpoint(folder: Path, model: nn.Module | None = None, overwrite: bool = False) -> Path:
     torch.manual_seed(0)
     model = model or nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
     data = [{"x": torch.randn(4, 3), "y": torch.randn(4, 1)} for _ in range(2)]
@@ -35,6 +35,7 @@ def _checkpoint(folder: Path, model: nn.Module | None = None) -> Path:
         num_epochs=1,
         logdir=folder,
         console=False,
+        overwrite=overwrite,
     )
     return folder / "checkpoints" / "last.pth"
 
@@ -70,6 +71,45 @@ def test_a_foreign_pickle_is_refused_without_running_it(tmp_path, how):
             console=False,
         )
     assert not target.exists()
+
+
+class RunsACommand:
+    """Unpickling this would call ``os.system``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, ("echo pwned",))
+
+
+# torch warns about pickle protocols above 2 before it refuses them.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+
+
+@pytest.mark.parametrize("how", ["pickle-2", "pickle-default", "torch.save", "torch.save-legacy"])
+def test_a_malicious_pickle_is_refused_as_unsafe_naming_the_global(tmp_path, how):
+    path = tmp_path / "evil.pth"
+    payload = {"format": ckpt.FORMAT, "model": RunsACommand()}
+    if how == "pickle-2":
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    elif how == "pickle-default":  # protocol 4+: torch's reader stops at the first frame
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=how == "torch.save")
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {path}: refused as unsafe")
+    assert f"{os.system.__module__}.system" in message  # posix.system (nt.system on Windows)
+    assert "weights_only=False" not in message.replace(" ", "")
+    assert "False" not in message and "corrupt" not in message
+    assert "Please" not in message  # none of torch's advice is relayed
+
+
+def test_a_pickle_of_plain_data_is_not_called_unsafe(tmp_path):
+    path = tmp_path / "plain.pth"
+    path.write_bytes(pickle.dumps({"a": [1, 2.0, "x"]}))  # protocol 4+, no global at all
+    with pytest.raises(ckpt.CheckpointError, match=r"plain\.pth: cannot be read") as info:
+        ckpt.load_checkpoint(path)
+    assert "unsafe" not in str(info.value) and "False" not in str(info.value)
 
 
 def test_garbage_and_truncated_files_name_the_file(tmp_path):
@@ -131,8 +171,8 @@ def test_atomic_write_keeps_the_previous_file_when_the_write_fails(tmp_path, mon
     target = tmp_path / "last.pth"
     ckpt.save_checkpoint({"format": ckpt.FORMAT, "version": 1, "epoch": 1}, [target])
 
-    def dies_midway(obj: Any, path: Any) -> None:
-        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+    def dies_midway(obj: Any, handle: Any) -> None:
+        handle.write(b"PK\x03\x04 half a zip")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", dies_midway)
@@ -158,7 +198,7 @@ def test_leftover_temp_files_are_removed_at_start(tmp_path):
     leftover.write_bytes(b"half")
     mine = folder / "notes.txt"
     mine.write_text("keep me")
-    _checkpoint(tmp_path)
+    _checkpoint(tmp_path, overwrite=True)  # the leftover is a killed run's
     assert not leftover.exists() and mine.exists()
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
+import yaml
 
+import eventrunner
 from eventrunner import EVENTS, cli, config
 
 pytest.importorskip("sklearn")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "only_own_plugins")
 
 
 def _valid_accuracies(text: str) -> list[float]:
@@ -142,3 +146,128 @@ def test_python_dash_m_eventrunner():
     )
     assert done.returncode == 0, done.stderr
     assert "overfit  ->  plugins.overfit:BatchOverfitCallback" in done.stdout
+
+
+# ------------------------------------------------------------------ a config is code; imports
+
+MODEL_SOURCE = """
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, hidden: int = 8) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+    def forward(self, features):
+        return self.net(features)
+"""
+
+
+def _tiny_config(model: str, criterion: str = "torch.nn.CrossEntropyLoss", **model_keys) -> str:
+    """A config that trains in a blink on ``eventrunner.testing:tiny_loader`` batches."""
+    loader = {"_target_": "eventrunner.testing:tiny_loader"}
+    return yaml.safe_dump(
+        {
+            "model": {"_target_": model, **model_keys},
+            "criterion": {"_target_": criterion},
+            "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1},
+            "loaders": {"train": loader, "valid": loader},
+            "train": {"num_epochs": 1, "console": False},
+        },
+        sort_keys=False,
+    )
+
+
+def _console_script() -> Path:
+    script = Path(sys.executable).with_name("eventrunner")
+    if not script.is_file():
+        pytest.skip("the eventrunner console script is not installed in this environment")
+    return script
+
+
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what the CLI adds
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_run_help_says_a_config_is_code(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split()).lower()
+    assert "only run configs you trust; --dry-run builds every object" in text
+    assert "sys.path" in text  # where a config's own modules are imported from
+
+
+def test_console_script_imports_a_module_beside_the_config(tmp_path):
+    (tmp_path / "my_model.py").write_text(MODEL_SOURCE)
+    (tmp_path / "my.yaml").write_text(_tiny_config("my_model.TinyNet"))
+    for command in (
+        [str(_console_script()), "run", "my.yaml", "--dry-run"],
+        [sys.executable, "-m", "eventrunner", "run", "my.yaml", "--dry-run"],
+    ):
+        done = _run(command, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "model:     TinyNet (58 parameters)" in done.stdout
+
+
+def test_console_script_imports_from_the_config_folder_and_the_working_directory(tmp_path):
+    configs, work = tmp_path / "configs", tmp_path / "work"
+    configs.mkdir()
+    work.mkdir()
+    (configs / "my_model.py").write_text(MODEL_SOURCE)
+    (work / "my_loss.py").write_text("from torch.nn import CrossEntropyLoss as MyLoss\n")
+    (configs / "my.yaml").write_text(_tiny_config("my_model.TinyNet", "my_loss.MyLoss"))
+    done = _run([str(_console_script()), "run", "../configs/my.yaml"], cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert "done: 1 epochs" in done.stdout
+
+
+def test_run_leaves_sys_path_as_it_was(tmp_path, capsys):
+    (tmp_path / "er_cli_beside_model.py").write_text(MODEL_SOURCE)
+    path = tmp_path / "my.yaml"
+    path.write_text(_tiny_config("er_cli_beside_model.TinyNet"))
+    before = list(sys.path)
+    try:
+        assert cli.main(["run", str(path), "--dry-run"]) == 0, capsys.readouterr().err
+    finally:
+        sys.modules.pop("er_cli_beside_model", None)
+    assert sys.path == before
+    assert "TinyNet" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ --overwrite
+
+
+def _record_train(monkeypatch) -> list[dict]:
+    calls: list[dict] = []
+    monkeypatch.setattr(eventrunner.Runner, "train", lambda self, **kw: calls.append(kw))
+    return calls
+
+
+def test_overwrite_flag_reaches_train(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "my.yaml"
+    path.write_text(_tiny_config("torch.nn.Linear", in_features=4, out_features=2))
+    calls = _record_train(monkeypatch)
+    assert cli.main(["run", str(path), "--overwrite"]) == 0, capsys.readouterr().err
+    assert cli.main(["run", str(path)]) == 0, capsys.readouterr().err
+    assert [call.get("overwrite", False) for call in calls] == [True, False]
+
+
+def test_a_second_run_in_a_logdir_is_refused_unless_overwrite(tmp_path, capsys):
+    path = tmp_path / "my.yaml"
+    path.write_text(_tiny_config("torch.nn.Linear", in_features=4, out_features=2))
+    logdir = tmp_path / "logs"
+    command = ["run", str(path), "--set", f"train.logdir={logdir}"]
+    assert cli.main(command) == 0, capsys.readouterr().err
+    first = (logdir / "metrics.csv").read_bytes()
+    capsys.readouterr()
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eventrunner: error: ") and "already holds a run" in err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert (logdir / "metrics.csv").read_bytes() == first  # the refused run wrote nothing
+    assert cli.main([*command, "--overwrite"]) == 0, capsys.readouterr().err

@@ -239,6 +239,22 @@ _DELETE = object()
         ("train.prefetch", -1, "train.prefetch", "int >= 0"),
         ("train.seed", "x", "train.seed", "an int"),
         ("train.model", {}, "train.model", "own top-level section"),
+        # Each section must build the kind of object train() takes.
+        ("model", {"_target_": "collections.OrderedDict"}, "model", "a torch.nn.Module"),
+        ("model._partial_", True, "model", "found partial (built by"),
+        ("criterion", {"_target_": "builtins.dict"}, "criterion", "a callable loss"),
+        ("criterion", "torch.nn.CrossEntropyLoss", "criterion", "_target_"),
+        ("optimizer", {"_target_": "builtins.list"}, "optimizer", "a torch.optim.Optimizer"),
+        ("scheduler", {"_target_": "builtins.repr"}, "scheduler", "a learning-rate scheduler"),
+        ("loaders.valid", {"_target_": "builtins.int"}, "loaders.valid", "iterable of batches"),
+        (
+            "loaders.valid",
+            {"_target_": "eventrunner.examples.digits.DigitsDataset", "split": "valid"},
+            "loaders.valid",
+            "a dataset of samples",
+        ),
+        ("loaders.valid.dataset", {"_target_": "builtins.int"}, "loaders.valid.dataset", "samples"),
+        ("loaders.valid.dataset", 7, "loaders.valid.dataset", "samples"),
     ],
 )
 def test_config_errors_name_the_key_path(digits, dotted, value, path, says):
@@ -313,3 +329,10 @@ def test_args_and_partial():
 def test_unknown_example_lists_the_available_ones():
     with pytest.raises(ValueError, match="available: digits"):
         config.example_path("digit")
+
+
+def test_train_overwrite_reaches_train(digits, monkeypatch):
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(eventrunner.Runner, "train", lambda self, **kw: calls.append(kw))
+    build(_set(digits, "train.overwrite", True)).run()
+    assert calls[0]["overwrite"] is True

@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
-from eventrunner import Callback, SupervisedRunner, distributed
+from eventrunner import Callback, Order, SupervisedRunner, distributed
 from eventrunner.distributed import UnpaddedDistributedSampler, distributed_loader, find_sampler
 from plugins import AccuracyCallback
+from plugins._run_info import is_main_process as logs_here
 
 WORLD = 2
 TRAIN_N, VALID_N = 64, 51  # 51: the two ranks get 26 and 25 validation samples
@@ -109,6 +112,13 @@ def _worker(out: Path) -> None:
     runner, record = _train(PER_RANK_BATCH, 2, logdir=logs)
     result: dict[str, Any] = {
         "rank": rank,
+        # The group is gone now: the rank comes from torchrun's environment.
+        "after_train": {
+            "rank": distributed.get_rank(),
+            "world_size": distributed.get_world_size(),
+            "main": distributed.is_main_process(),
+            "logs_here": logs_here(runner),
+        },
         "epochs": record.epochs,
         "sampler_epochs": record.sampler_epochs,
         "weights_epoch2": _weights(runner.model),
@@ -131,22 +141,55 @@ def _worker(out: Path) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(result))
 
 
+class _ExtraMetric(Callback):
+    """Puts a metric in ``batch_metrics`` that the other ranks do not produce."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(order=Order.METRIC)  # before the aggregation subscriber
+        self.name = name
+
+    def on_batch_end(self, runner: Any) -> None:
+        runner.batch_metrics[self.name] = 1.0
+
+
+def _failure(extra: list[Callback]) -> dict[str, Any]:
+    start = time.monotonic()
+    try:
+        _train(PER_RANK_BATCH, 1, extra, ddp_timeout=MISMATCH_TIMEOUT_S)
+        error = None
+    except Exception as caught:  # reported to the test, which checks every rank's error
+        error = {"type": type(caught).__name__, "message": str(caught)}
+    return {"error": error, "seconds": time.monotonic() - start}
+
+
+def _mismatch_worker(out: Path) -> None:
+    """Every rank must fail at once, naming the metric: first rank 1 alone produces ``extra``
+    (a longer all-reduce), then the ranks produce as many metrics but not the same ones."""
+    rank = int(os.environ["RANK"])
+    result = {
+        "extra": _failure([_ExtraMetric("extra")] if rank == 1 else []),
+        "swapped": _failure([_ExtraMetric(f"only_on_{rank}")]),
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+MISMATCH_TIMEOUT_S = 30  # what a hang in the all-reduce would cost (the check must be faster)
+
 # ---------------------------------------------------------------------------- the launch
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("ddp")
+def _torchrun(out: Path, *args: str, timeout: float = 180) -> tuple[int, str, str]:
+    """Run this file under torchrun with ``WORLD`` ranks: ``(returncode, stdout, stderr)``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc_per_node={WORLD}", __file__, str(out)]
+    command += [f"--nproc_per_node={WORLD}", __file__, str(out), *args]
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        stdout, stderr = proc.communicate(timeout=180)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.terminate()  # torchrun passes SIGTERM on to its workers (in sessions of their own)
         try:
@@ -154,8 +197,17 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
-        pytest.fail(f"torchrun hung (stopped after 180 s):\n{stdout[-3000:]}\n{stderr[-5000:]}")
-    assert proc.returncode == 0, f"torchrun failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+        pytest.fail(
+            f"torchrun hung (stopped after {timeout} s):\n{stdout[-3000:]}\n{stderr[-5000:]}"
+        )
+    return proc.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("ddp")
+    code, stdout, stderr = _torchrun(out)
+    assert code == 0, f"torchrun failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     return {"out": out, "ranks": ranks}
 
@@ -183,6 +235,17 @@ def test_both_ranks_finish_and_clean_up(ddp_run: dict[str, Any]) -> None:
         assert result["sampler_epochs"] == [0, 1]
     # 26 and 25 validation samples: 4 batches each (8, 8, 8, 2 and 8, 8, 8, 1)
     assert [r["valid_batches"] for r in ddp_run["ranks"]] == [4, 4]
+
+
+def test_rank_queries_stay_right_after_train(ddp_run: dict[str, Any]) -> None:
+    # Without the group, the rank must not fall back to 0 (every rank "main", writing files).
+    for rank, result in enumerate(ddp_run["ranks"]):
+        assert result["after_train"] == {
+            "rank": rank,
+            "world_size": WORLD,
+            "main": rank == 0,
+            "logs_here": rank == 0,
+        }
 
 
 def test_loader_metrics_equal_single_process(ddp_run: dict[str, Any], single: Any) -> None:
@@ -297,6 +360,97 @@ def test_group_destroyed_after_error() -> None:
     assert not dist.is_initialized()
 
 
+def test_metric_on_one_rank_fails_every_rank_fast(tmp_path: Path) -> None:
+    code, stdout, stderr = _torchrun(tmp_path, "mismatch", timeout=120)
+    assert code == 0, f"torchrun failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+    expected = {
+        "extra": ["metric 'extra' on rank 1 (rank 0 did not)"],
+        "swapped": [
+            "metric 'only_on_0' on rank 0 (rank 1 did not)",
+            "metric 'only_on_1' on rank 1 (rank 0 did not)",
+        ],
+    }
+    for rank in range(WORLD):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for case, parts in expected.items():
+            outcome = result[case]
+            assert outcome["error"] is not None, f"rank {rank} trained without an error ({case})"
+            assert outcome["error"]["type"] == "ValueError", outcome["error"]
+            message = outcome["error"]["message"]
+            assert message.startswith("loader 'train': the ranks produced different metrics")
+            for part in parts:
+                assert part in message, message
+            assert outcome["seconds"] < MISMATCH_TIMEOUT_S / 2, outcome  # failed fast, no hang
+
+
+def test_metric_names_mismatch_message() -> None:
+    message = distributed.metric_names_mismatch(
+        "valid", [["accuracy01", "loss"], ["accuracy01", "extra", "loss"], ["loss", "other"]]
+    )
+    assert message == (
+        "loader 'valid': the ranks produced different metrics: metric 'accuracy01' on ranks "
+        "0, 1 (rank 2 did not); metric 'extra' on rank 1 (ranks 0, 2 did not); metric "
+        "'other' on rank 2 (ranks 0, 1 did not). Every rank must put the same scalar metrics "
+        "in batch_metrics (their means are reduced over the ranks together)"
+    )
+
+
+@pytest.fixture
+def group_timeouts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``timeout`` each ``init_process_group`` call got (the real one still runs)."""
+    seen: list[Any] = []
+    real = dist.init_process_group
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        seen.append(kwargs.get("timeout"))
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "init_process_group", spy)
+    return seen
+
+
+def test_ddp_timeout_reaches_init_process_group(group_timeouts: list[Any]) -> None:
+    _train(16, 1, ddp=True, ddp_timeout=7)
+    _train(16, 1, ddp=True, ddp_timeout=timedelta(seconds=2.5))
+    _train(16, 1, ddp=True)
+    assert group_timeouts == [
+        timedelta(seconds=7),
+        timedelta(seconds=2.5),
+        timedelta(minutes=10),  # the documented default, for gloo and nccl alike
+    ]
+    assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("60", TypeError),
+        (True, TypeError),
+        (0, ValueError),
+        (-1.0, ValueError),
+        (timedelta(0), ValueError),
+        (float("inf"), ValueError),
+    ],
+)
+def test_bad_ddp_timeout_is_refused(
+    group_timeouts: list[Any], value: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="ddp_timeout"):
+        _train(16, 1, ddp=True, ddp_timeout=value)
+    assert group_timeouts == [] and not dist.is_initialized()
+
+
+def test_rank_helpers_follow_the_launcher_without_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert (distributed.get_rank(), distributed.get_world_size()) == (3, 4)
+    assert distributed.get_local_rank() == 1 and not distributed.is_main_process()
+    monkeypatch.setenv("RANK", "three")
+    with pytest.raises(ValueError, match=r"environment variable RANK.*'three'"):
+        distributed.get_rank()
+
+
 def test_rank_helpers_without_group() -> None:
     assert not dist.is_initialized()
     assert distributed.get_rank() == 0 and distributed.get_world_size() == 1
@@ -306,4 +460,6 @@ def test_rank_helpers_without_group() -> None:
 
 
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
+    {"run": _worker, "mismatch": _mismatch_worker}[sys.argv[2] if len(sys.argv) > 2 else "run"](
+        Path(sys.argv[1])
+    )

@@ -443,3 +443,56 @@ def test_a_used_up_iterator_says_so():
 
     with pytest.raises(ValueError, match=r"'valid' yielded no batches \(an iterator is used up"):
         Forward().train(model=torch.nn.Linear(4, 2), loaders={"valid": batches}, num_epochs=2)
+
+
+@pytest.mark.parametrize("order", [0, 65, 95])  # before the checkpoint, between, after loggers
+def test_a_failure_in_experiment_end_still_runs_every_handler(tmp_path, order):
+    import threading
+
+    from plugins.json_logger import read_events
+
+    error = Boom("disk full at the final save")
+
+    def fail(runner: Runner) -> None:
+        raise error
+
+    log: list[str] = []
+    threads_before = set(threading.enumerate())
+    runner = TinyRunner()
+    with pytest.raises(Boom) as info:
+        run(
+            runner,
+            {"train": [batch()] * 2, "valid": [batch()]},
+            [
+                EventLog(log, "-first", order=0),
+                FunctionCallback("experiment_end", fail, order=order),
+                EventLog(log, "-last", order=99),
+            ],
+            logdir=tmp_path,
+        )
+    assert info.value is error
+    assert runner.exception is error
+    # The exception event is published and every experiment_end handler gets its turn.
+    assert "exception-first" in log and "exception-last" in log
+    assert log[-1] == "experiment_end-last"
+    records = read_events(tmp_path / "events.jsonl")
+    assert any(r["event"] == "exception" and r["error"] == "Boom" for r in records)
+    assert records[-1]["event"] == "experiment_end" and records[-1]["status"] == "failed"
+    # TensorBoard's writer threads and the loggers' files are closed.
+    left = [t for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    assert left == [], left
+
+
+@pytest.mark.parametrize(
+    ("min_delta", "error"),
+    [
+        ("x", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (-0.1, ValueError),
+        (math.nan, ValueError),
+    ],
+)
+def test_early_stopping_min_delta_is_checked(min_delta, error):
+    with pytest.raises(error, match=r"EarlyStoppingCallback: min_delta must be .*>= 0, got"):
+        plugins.EarlyStoppingCallback(patience=2, min_delta=min_delta)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
 from eventrunner import FunctionCallback
+from eventrunner.checkpointing import load_checkpoint
 from plugins import AccuracyCallback, CSVLogger, JSONLogger
 from plugins.csv_logger import read_metrics_csv
 from plugins.json_logger import read_events, record_event
@@ -113,6 +117,7 @@ def test_csv_resume_keeps_the_epochs_already_done(tmp_path):
     runner.epoch_step = 3
     runner.epoch_metrics = {"train": {"loss": 0.25, "accuracy01": 0.9}}
     logger.on_epoch_end(runner)
+    logger.on_experiment_end(runner)  # waits for the write
     assert (tmp_path / "metrics.csv").read_text().splitlines() == [
         "epoch,loader,loss,accuracy01",
         "1,train,0.5,",
@@ -258,3 +263,216 @@ def test_console_lines_on_rank_zero_only(capsys):
     assert "1/1 * Epoch (valid): loss=" in capsys.readouterr().out
     _train(_NotMainRank, num_epochs=1, console=True)
     assert "Epoch" not in capsys.readouterr().out
+
+
+# ------------------------------------------------- nothing written outside the logdir
+
+
+def test_csv_temp_file_does_not_follow_a_planted_symlink(tmp_path):
+    logdir, outside = tmp_path / "logs", tmp_path / "outside.txt"
+    logdir.mkdir()
+    outside.write_text("not yours\n")
+    (logdir / ".metrics.csv.tmp").symlink_to(outside)  # the temp name the logger used to use
+    _, history = _train(num_epochs=2, logdir=logdir)
+    assert outside.read_text() == "not yours\n"
+    assert not (logdir / "metrics.csv").is_symlink()
+    rows = read_metrics_csv(logdir / "metrics.csv")
+    assert [(row["epoch"], row["loader"]) for row in rows] == [
+        (epoch, loader) for epoch in (1, 2) for loader in ("train", "valid")
+    ]
+    assert rows[-1]["loss"] == history[-1]["valid"]["loss"]
+
+
+def _outside_names(tmp_path):
+    return ["../x.log", "sub/../../x.log", str(tmp_path / "x.log")]
+
+
+@pytest.mark.parametrize("logger_class", [CSVLogger, JSONLogger])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["dotdot", "nested-dotdot", "absolute"])
+def test_logger_filename_outside_the_logdir_is_refused(tmp_path, logger_class, which):
+    name = _outside_names(tmp_path)[which]
+    logdir = tmp_path / "logs"
+    expected = rf"{logger_class.__name__}: filename '{re.escape(name)}' .*{re.escape(str(logdir))}"
+    with pytest.raises(ValueError, match=expected):
+        _train(num_epochs=1, logdir=logdir, callbacks=[logger_class(filename=name)])
+    assert not (tmp_path / "x.log").exists()
+
+
+@pytest.mark.parametrize("logger_class", [CSVLogger, JSONLogger])
+def test_logger_file_symlinked_out_of_the_logdir_is_refused(tmp_path, logger_class):
+    logdir, outside = tmp_path / "logs", tmp_path / "outside.txt"
+    logdir.mkdir()
+    outside.write_text("not yours\n")
+    (logdir / "mine.log").symlink_to(outside)
+    expected = rf"{logger_class.__name__}: filename 'mine.log' resolves to .*outside.txt"
+    with pytest.raises(ValueError, match=expected):
+        _train(num_epochs=1, logdir=logdir, callbacks=[logger_class(filename="mine.log")])
+    assert outside.read_text() == "not yours\n"
+
+
+def test_logger_filename_in_a_subfolder_of_the_logdir_is_fine(tmp_path):
+    (tmp_path / "logs" / "csv").mkdir(parents=True)
+    _train(num_epochs=1, logdir=tmp_path / "logs", callbacks=[CSVLogger(filename="csv/m.csv")])
+    assert len(read_metrics_csv(tmp_path / "logs" / "csv" / "m.csv")) == 2
+
+
+class _FakeSummaryWriter:
+    """Stands in for SummaryWriter (tensorboard is optional): makes its folder, as it does."""
+
+    folders: list[str] = []
+
+    def __init__(self, log_dir: str) -> None:
+        os.makedirs(log_dir, exist_ok=True)
+        self.folders.append(log_dir)
+
+    def add_scalar(self, *args) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@pytest.fixture
+def fake_tensorboard(monkeypatch):
+    from plugins import tensorboard_logger
+
+    _FakeSummaryWriter.folders = []
+    monkeypatch.setattr(tensorboard_logger, "_summary_writer", lambda: _FakeSummaryWriter)
+    monkeypatch.setattr(tensorboard_logger.TensorBoardLogger, "_write_hparams", lambda *a: None)
+    return tensorboard_logger.TensorBoardLogger
+
+
+@pytest.mark.parametrize("loader", ["train/../../x", "train/../../../x"])
+def test_tensorboard_loader_folder_cannot_leave_the_logdir(tmp_path, fake_tensorboard, loader):
+    logdir = tmp_path / "a" / "logs"
+    loaders = _loaders()
+    torch.manual_seed(0)
+    model = nn.Linear(6, 2)
+    error = None
+    try:
+        eventrunner.SupervisedRunner().train(
+            model=model,
+            criterion=nn.CrossEntropyLoss(),
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loaders={loader: loaders["train"], "valid": loaders["valid"]},
+            num_epochs=1,
+            logdir=logdir,
+            callbacks=[fake_tensorboard()],
+            console=False,
+        )
+    except ValueError as raised:
+        error = raised
+    outside = [p for p in (tmp_path / "a").rglob("*") if not p.is_relative_to(logdir)]
+    assert outside == [] and not (tmp_path / "x").exists()
+    assert error is not None, "a loader name that leaves the logdir must be refused"
+    message = str(error)
+    assert message.startswith(f"TensorBoardLogger: loader {loader!r} contains '..'")
+    assert str(logdir) in message
+    assert _FakeSummaryWriter.folders == []  # refused before the first batch
+
+
+def test_tensorboard_subdir_outside_the_logdir_is_refused(tmp_path, fake_tensorboard):
+    with pytest.raises(ValueError, match=r"TensorBoardLogger: subdir '\.\./tb' contains '\.\.'"):
+        _train(num_epochs=1, logdir=tmp_path / "logs", callbacks=[fake_tensorboard(subdir="../tb")])
+    assert not (tmp_path / "tb").exists()
+
+
+def test_tensorboard_loader_names_with_a_slash_nest_inside_the_logdir(tmp_path, fake_tensorboard):
+    loaders = _loaders()
+    torch.manual_seed(0)
+    model = nn.Linear(6, 2)
+    eventrunner.SupervisedRunner().train(
+        model=model,
+        criterion=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loaders={"train/fold1": loaders["train"], "valid": loaders["valid"]},
+        num_epochs=1,
+        logdir=tmp_path,
+        callbacks=[fake_tensorboard()],
+        console=False,
+    )
+    assert _FakeSummaryWriter.folders == [
+        str(tmp_path / "tensorboard" / "train" / "fold1"),
+        str(tmp_path / "tensorboard" / "valid"),
+    ]
+
+
+# ------------------------------------------- metrics.csv: the checkpoint is the truth
+
+
+def _uninterrupted_csv(tmp_path) -> str:
+    _train(num_epochs=3, logdir=tmp_path / "uninterrupted")
+    return (tmp_path / "uninterrupted" / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize("loss", ["truncated", "deleted", "other logdir"])
+def test_csv_resume_rebuilds_the_rows_the_file_lost(tmp_path, loss):
+    expected = _uninterrupted_csv(tmp_path)
+    run = tmp_path / "run"
+    _train(num_epochs=2, logdir=run)
+    csv_path = run / "metrics.csv"
+    if loss == "truncated":  # the epoch-2 rows never reached the disk
+        lines = csv_path.read_text().splitlines(keepends=True)
+        csv_path.write_text("".join(lines[:-2]))
+    elif loss == "deleted":
+        csv_path.unlink()
+    else:
+        csv_path = tmp_path / "resumed" / "metrics.csv"
+    _train(num_epochs=3, logdir=csv_path.parent, resume=run / "checkpoints" / "last.pth")
+    assert csv_path.read_text() == expected
+
+
+def test_csv_resume_after_the_last_write_failed(tmp_path, monkeypatch):
+    expected = _uninterrupted_csv(tmp_path)
+    run = tmp_path / "run"
+    writerows = csv.DictWriter.writerows
+
+    def fails_at_epoch_2(self, rows):
+        rows = list(rows)
+        if any(row["epoch"] == 2 for row in rows):
+            raise OSError("disk gone while writing epoch 2")
+        return writerows(self, rows)
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", fails_at_epoch_2)
+    with pytest.raises(OSError, match="disk gone"):
+        _train(num_epochs=2, logdir=run)
+    monkeypatch.undo()
+    last = run / "checkpoints" / "last.pth"
+    assert load_checkpoint(last)["epoch"] == 2  # saved before the write failed
+    assert [row["epoch"] for row in read_metrics_csv(run / "metrics.csv")] == [1, 1]
+    _train(num_epochs=3, logdir=run, resume=last)
+    assert (run / "metrics.csv").read_text() == expected
+
+
+def test_checkpoint_holds_the_csv_rows_while_their_write_is_in_flight(tmp_path, monkeypatch):
+    release = threading.Event()
+    writerows = csv.DictWriter.writerows
+
+    def slow_at_epoch_2(self, rows):
+        rows = list(rows)
+        if any(row["epoch"] == 2 for row in rows):
+            assert release.wait(10), "the epoch-2 write was never released"
+        return writerows(self, rows)
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", slow_at_epoch_2)
+    # Released just after the checkpoint subscriber (60) saved epoch 2 at experiment_end.
+    after_save = FunctionCallback("experiment_end", lambda r: release.set(), order=61)
+    _, history = _train(num_epochs=2, logdir=tmp_path, callbacks=[after_save])
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pth")["callbacks"]["csv"]
+    assert [(row["epoch"], row["loader"], row["loss"]) for row in state["rows"]] == [
+        (epoch, loader, history[epoch - 1][loader]["loss"])
+        for epoch in (1, 2)
+        for loader in ("train", "valid")
+    ]
+    assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 4  # written by the end
+
+
+def test_csv_state_from_a_checkpoint_is_checked():
+    logger = CSVLogger()
+    logger.load_state_dict({"rows": [{"epoch": 1, "loader": "train", "loss": 0.5}]})
+    with pytest.raises(ValueError, match=r"CSVLogger: checkpoint state rows\[0\]"):
+        logger.load_state_dict({"rows": [{"epoch": "1", "loader": "train"}]})
+    with pytest.raises(ValueError, match=r"CSVLogger: checkpoint state rows\[1\]\['loss'\]"):
+        logger.load_state_dict(
+            {"rows": [{"epoch": 1, "loader": "train"}, {"epoch": 1, "loader": "v", "loss": "x"}]}
+        )
+    with pytest.raises(ValueError, match="CSVLogger: checkpoint state rows"):
+        logger.load_state_dict({"rows": "epoch,loader"})

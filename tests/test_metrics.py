@@ -3,6 +3,7 @@ scalar in ``batch_metrics``, and torchmetrics-style objects as loader metrics.""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -234,6 +235,50 @@ def test_weighted_means_directly():
     assert means.compute() == pytest.approx({"a": 1.5, "b": 4.0})
     means.reset()
     assert means.compute() == {}
+
+
+def test_non_scalar_tensor_warns_once_per_loader_and_key(caplog):
+    loaders = {"train": metric_batches(), "valid": metric_batches()}
+    with caplog.at_level(logging.WARNING, logger="eventrunner"):
+        runner = run_metrics(loaders, num_epochs=2)
+    warnings = [r.getMessage() for r in caplog.records if "not a scalar" in r.getMessage()]
+    assert warnings == [
+        f"eventrunner: loader {loader!r}: batch_metrics['vector'] is a tensor of shape (3,), "
+        "not a scalar: it stays in batch_metrics but is not aggregated into loader_metrics; "
+        "reduce it (e.g. .mean()) to have it aggregated"
+        for loader in ("train", "valid")
+    ]
+    assert runner.non_scalar_metrics == {"train": {"vector": (3,)}, "valid": {"vector": (3,)}}
+    # still carried, not aggregated (SPEC 4); the scalars are unchanged
+    assert "vector" not in runner.epoch_metrics["valid"]
+    assert runner.epoch_metrics["valid"]["py_float"] == pytest.approx(WEIGHTED)
+
+
+def test_non_scalar_main_metric_says_it_is_not_a_scalar():
+    model = nn.Linear(3, 1)
+    with pytest.raises(ValueError) as caught:
+        MetricRunner().train(
+            model=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+            loaders={"train": metric_batches(), "valid": metric_batches()},
+            main_metric="vector",
+            console=False,
+        )
+    message = str(caught.value)
+    assert "'vector' of loader 'valid' is a tensor of shape (3,), not a scalar" in message
+    assert ".mean()" in message
+
+
+def test_weighted_means_note_non_scalars():
+    import numpy as np
+
+    means = WeightedMeans()
+    means.update({"v": torch.ones(2, 3), "a": np.ones(4), "s": torch.tensor([2.0])}, 2)
+    means.update({"v": torch.ones(5), "s": np.array(4.0), "one": np.array([1.0])}, 2)
+    assert means.non_scalar == {"v": (2, 3), "a": (4,)}  # the first shape seen
+    assert means.compute() == pytest.approx({"s": 3.0, "one": 1.0})  # 1-element arrays count
+    means.reset()
+    assert means.non_scalar == {}
 
 
 def test_weighted_means_take_numpy_scalars():

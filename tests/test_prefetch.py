@@ -362,3 +362,93 @@ def test_cuda_path_copies_on_the_producer_and_waits_for_the_slot_it_reuses(monke
     # batches are ever on the device.
     afters = [after for _, after, _ in mover.puts]
     assert afters == [None] * (depth + 1) + [("mark", k - depth) for k in range(depth + 1, n)]
+
+
+def test_prefetch_above_the_limit_is_refused_before_any_fetch():
+    loader = Batches([{"x": torch.zeros(1)}] * 4)
+    too_many = rf"prefetch must be from 0 to {prefetch.MAX_PREFETCH}\b.*got 100000000"
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=too_many):
+        train(Recorder(), loader, mode="thread", prefetch=10**8)
+    with (
+        pytest.raises(ValueError, match=too_many),
+        prefetched(loader, lambda b: b, 10**8, mode="thread") as batches,
+    ):
+        next(batches)
+    runner = Recorder()
+    runner.model = nn.Linear(1, 1)
+    with pytest.raises(ValueError, match=too_many):
+        next(runner.predict_loader(loader, prefetch=10**8))
+    with pytest.raises(TypeError, match="prefetch must be an int"):
+        train(Recorder(), loader, prefetch="2")
+    assert time.perf_counter() - started < 2
+    assert loader.fetched == 0
+
+
+class Hangs:
+    """Yields ``n_ok`` batches, then blocks in ``__next__`` until ``release`` is set."""
+
+    def __init__(self, n_ok: int):
+        self.n_ok = n_ok
+        self.release = threading.Event()
+
+    def __iter__(self):
+        for i in range(self.n_ok):
+            yield {"x": torch.tensor([float(i)])}
+        self.release.wait()  # a hung data source (network, a stuck worker)
+
+
+def test_ctrl_c_does_not_wait_for_a_hung_fetch(caplog):
+    class CtrlC(eventrunner.Callback):
+        def on_batch_end(self, runner):
+            if runner.loader_batch_step == 2:
+                raise KeyboardInterrupt
+
+    # Batch 1 is fetched inline, batch 2 by the producer, which then hangs fetching batch 3
+    # (it holds a second free slot) while the loop is interrupted at batch 2.
+    loader = Hangs(n_ok=2)
+    outcome = {}
+
+    def run():
+        started = time.perf_counter()
+        try:
+            train(Recorder(), loader, mode="thread", prefetch=2, callbacks=[CtrlC()])
+        except BaseException as error:
+            outcome["error"] = error
+        outcome["seconds"] = time.perf_counter() - started
+
+    with caplog.at_level("WARNING", logger="eventrunner"):
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(timeout=10)
+    try:
+        assert not thread.is_alive(), "Ctrl-C waited for the hung fetch"
+        assert isinstance(outcome["error"], KeyboardInterrupt)
+        assert outcome["seconds"] < 2.5
+        assert "'train'" in caplog.text and "prefetch" in caplog.text
+    finally:
+        loader.release.set()  # let the left thread finish
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(("mode", "depth"), [("thread", 2), ("inline", 2), ("thread", 0)])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_failed_run_leaves_no_dataloader_worker(mode, depth, persistent):
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    loader = DataLoader(
+        TensorDataset(torch.arange(64).float().unsqueeze(1)),
+        batch_size=4,
+        num_workers=2,
+        persistent_workers=persistent,
+    )
+    runner = TupleRecorder(fail_at=3)
+    with pytest.raises(RuntimeError, match="step failed"):
+        train(runner, loader, mode=mode, prefetch=depth)
+    assert runner.exception is not None  # holds the traceback, and the frames in it
+    assert [p for p in multiprocessing.active_children() if p not in before] == []
+    if persistent:  # the loader still works: it starts new workers
+        runner = TupleRecorder()
+        train(runner, loader, mode=mode, prefetch=depth)
+        assert len(runner.seen) == 16

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -128,3 +135,122 @@ def test_bad_arguments_are_refused():
         ProgressBarCallback(refresh_batches=0)
     with pytest.raises(ValueError, match="refresh_seconds"):
         ProgressBarCallback(refresh_seconds=-1)
+
+
+# A child process that trains with bars and console lines on a pseudo-terminal: first the
+# default (verbose=True, bar removed), then a user's bar that is left on screen.
+_TERMINAL_CHILD = """
+import time
+import eventrunner
+from eventrunner.testing import tiny_run
+from plugins import ProgressBarCallback
+
+class Slow(eventrunner.SupervisedRunner):
+    def handle_batch(self, batch):
+        time.sleep(0.025)  # 6 batches: longer than the bar's 0.1 s delay, so it draws
+        super().handle_batch(batch)
+
+tiny_run(runner=Slow(), num_batches=6, console=True, verbose=True)
+print("-- leave=True --", flush=True)
+bar = ProgressBarCallback(refresh_seconds=0.02, leave=True)
+tiny_run([bar], runner=Slow(), num_batches=6, console=True)
+"""
+
+
+def _run_on_a_terminal(code: str, columns: int = 120) -> str:
+    """What a child writes to a pseudo-terminal (stdout and stderr both), as raw text."""
+    pty = pytest.importorskip("pty")
+    fcntl = pytest.importorskip("fcntl")
+    termios = pytest.importorskip("termios")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if child.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+    raw = b"".join(chunks).decode("utf-8", errors="replace")
+    assert child.returncode == 0, raw
+    return raw
+
+
+_CSI = re.compile(r"\x1b\[(\d*)([A-Za-z])")
+
+
+def _screen(raw: str) -> list[str]:
+    """The lines a terminal shows after ``raw``: ``\\r``, ``\\n``, cursor up, erase in line."""
+    lines: list[list[str]] = [[]]
+    row = col = 0
+    i = 0
+    while i < len(raw):
+        char = raw[i]
+        if char == "\x1b":
+            match = _CSI.match(raw, i)
+            assert match, f"unexpected escape sequence {raw[i : i + 8]!r}"
+            count, command = int(match.group(1) or 1), match.group(2)
+            if command == "A":
+                row = max(0, row - count)
+            elif command == "K":  # 0: to the end of the line, 2: the whole line
+                line = lines[row]
+                del line[col if match.group(1) in ("", "0") else 0 :]
+            i = match.end()
+            continue
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row += 1
+            while len(lines) <= row:
+                lines.append([])
+        else:
+            line = lines[row]
+            line.extend(" " * (col - len(line)))
+            if col < len(line):
+                line[col] = char
+            else:
+                line.append(char)
+            col += 1
+        i += 1
+    return ["".join(line).rstrip() for line in lines]
+
+
+def test_console_lines_replace_the_bar_on_a_terminal():
+    raw = _run_on_a_terminal(_TERMINAL_CHILD)
+    assert "%|" in raw  # the bars were drawn
+    screen = [line for line in _screen(raw) if line]
+    marker = screen.index("-- leave=True --")
+    console = re.compile(r"[12]/2 \* Epoch \((train|valid)\): loss=\d+\.\d{4}")
+    best = re.compile(r"Best epoch \d: valid loss=\d+\.\d{4}")
+
+    # verbose=True: each console line on a line of its own, no bar left on screen.
+    default = screen[:marker]
+    assert len(default) == 5 and best.fullmatch(default.pop()), screen
+    assert all(console.fullmatch(line) for line in default), screen
+
+    # A bar left on screen (leave=True) comes first, complete, then its console line.
+    kept = screen[marker + 1 :]
+    assert len(kept) == 9 and best.fullmatch(kept.pop()), kept
+    for bar, line in zip(kept[::2], kept[1::2], strict=True):
+        assert "100%|" in bar and "6/6" in bar, kept
+        assert console.fullmatch(line), kept
+        assert bar.startswith(line[: line.index(":")] + ":"), kept  # same epoch and loader

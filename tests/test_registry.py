@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +14,9 @@ import torch
 import plugins
 from eventrunner import Callback, FunctionCallback, Order, cli, compose, config, registry
 from eventrunner.testing import EventRecorder, fake_runner, fire, tiny_run
+
+# What the user has installed besides eventrunner must not change what these tests see.
+pytestmark = pytest.mark.usefixtures("only_own_plugins")
 
 # A complete third-party subscriber, as the README's plugin guide shows it.
 PLUGIN_SOURCE = '''
@@ -184,6 +191,54 @@ def test_refresh_forgets_uninstalled_plugins(third_party, monkeypatch):
     monkeypatch.undo()
     registry.refresh()
     assert "lr_monitor" not in registry.available()
+
+
+_INNER = "EVENTRUNNER_INNER_TEST_RUN"
+
+
+def _install_user_plugin(site: Path) -> None:
+    """The README's plugin, pip-installed by a user, with one name that shadows a built-in."""
+    (site / "mypkg").mkdir(parents=True)
+    (site / "mypkg" / "__init__.py").write_text("")
+    (site / "mypkg" / "callbacks.py").write_text(PLUGIN_SOURCE)
+    info = site / "mypkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mypkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[eventrunner.plugins]\n"
+        "lr_monitor = mypkg.callbacks:LearningRateMonitor\n"
+        "early_stopping = mypkg.callbacks:LearningRateMonitor\n"
+    )
+
+
+def test_registry_tests_pass_with_a_user_plugin_installed(tmp_path):
+    if os.environ.get(_INNER):
+        pytest.fail("ran inside its own inner pytest run")
+    _install_user_plugin(tmp_path / "site")
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), _INNER: "1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp_path / 'pytest'}",  # the user's site is outside the tests' folder
+            "-k",
+            "not with_a_user_plugin_installed",  # not this test again
+            str(here / "test_registry.py"),
+            f"{here / 'test_cli.py'}::test_plugins_lists_parameters_and_defaults",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 # ------------------------------------------------------------------ eventrunner.testing

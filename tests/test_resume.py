@@ -228,3 +228,44 @@ def test_rng_state_round_trip_restores_every_generator(tmp_path):
     torch.save(state, path)
     set_rng_state(torch.load(path, weights_only=True), loaders)
     assert draws() == before
+
+
+def _with_workers(persistent: bool) -> dict[str, Any]:
+    loaders = _loaders("loader_generator")
+    train = loaders["train"].loader
+    loaders["train"] = DictLoader(
+        DataLoader(
+            train.dataset,
+            batch_size=8,
+            shuffle=True,
+            generator=train.generator,
+            num_workers=1,
+            persistent_workers=persistent,
+        )
+    )
+    return loaders
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_resume_warns_that_persistent_workers_are_not_restored(tmp_path, caplog, persistent):
+    # persistent_workers=True draws the workers' base seed once per iterator, from the
+    # generator: a resumed run draws it again, so neither the order nor the workers' RNG match.
+    _run("loader_generator", tmp_path, 1)
+    runner = NoisyRunner()
+    model = nn.Sequential(nn.Linear(6, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 2))
+    runner.compose(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        loaders=_with_workers(persistent),
+        num_epochs=3,
+        console=False,
+    )
+    with caplog.at_level("WARNING", logger="eventrunner"):
+        ckpt.restore_run(runner, tmp_path / "checkpoints/last.pth")  # no worker is started
+    warned = [r.getMessage() for r in caplog.records if "persistent_workers" in r.getMessage()]
+    if not persistent:
+        assert warned == []
+        return
+    assert len(warned) == 1
+    assert "loader 'train'" in warned[0] and "not exact" in warned[0]
+    assert "persistent_workers=False" in warned[0]  # what to do for an exact resume

@@ -632,3 +632,29 @@ def test_predict_batch():
     assert not output["out"].requires_grad
     with pytest.raises(TypeError, match="dict batches"):
         runner.predict_batch([b["x"], b["y"]])
+
+
+def test_predict_loader_converts_each_batch_once():
+    class OneTuple(Runner):
+        converted = 0
+
+        def to_dict_batch(self, batch):
+            OneTuple.converted += 1
+            (x,) = batch  # a second conversion would unpack the dict's key instead
+            return {"x": x}
+
+        def handle_batch(self, batch):
+            self.output = {"y": self.model(batch["x"])}
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    loader = [(torch.randn(2, 3),) for _ in range(3)]
+    outputs = list(OneTuple().predict_loader(loader, model=model))
+    assert OneTuple.converted == 3
+    with torch.no_grad():
+        expected = [model(x)[0] for (x,) in loader]
+    for output, want in zip(outputs, expected, strict=True):
+        assert torch.equal(output["y"][0], want)
+        assert not output["y"].requires_grad
+    single = OneTuple(model).predict_batch(loader[0])["y"]
+    assert torch.equal(single, model(loader[0][0]).detach())

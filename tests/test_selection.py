@@ -1,0 +1,146 @@
+"""Model selection: each CheckpointCallback keeps its own best; ``runner.best_epoch`` and
+``runner.best_valid_metric`` follow the run's own ``valid_loader``/``main_metric`` only.
+
+A scripted runner trains for real on ``train`` and reports chosen ``m1``/``m2`` values on
+``valid``, so every best epoch is known in advance: m1 is minimised (best epoch 2), m2 is
+maximised (best epoch 3).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import plugins
+from eventrunner import Callback, Order, Runner
+from eventrunner import checkpointing as ckpt
+
+M1 = [3.0, 1.0, 2.0, 5.0]  # minimised: epoch 2
+M2 = [0.2, 0.1, 0.9, 0.5]  # maximised: epoch 3
+
+
+class TwoMetricRunner(Runner):
+    def handle_batch(self, batch: dict[str, Any]) -> None:
+        out = self.model(batch["x"])
+        if self.is_train_loader:
+            self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
+        else:
+            self.batch_metrics.update(m1=M1[self.epoch_step - 1], m2=M2[self.epoch_step - 1])
+
+
+class Weights(Callback):
+    def __init__(self) -> None:
+        super().__init__(order=Order.USER)
+        self.by_epoch: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_epoch_end(self, runner: Any) -> None:
+        self.by_epoch[runner.epoch_step] = {
+            k: v.detach().clone() for k, v in runner.model.state_dict().items()
+        }
+
+
+def _loaders() -> dict[str, list[dict[str, torch.Tensor]]]:
+    gen = torch.Generator().manual_seed(0)
+    data = [
+        {"x": torch.randn(8, 3, generator=gen), "y": torch.randn(8, 1, generator=gen)}
+        for _ in range(3)
+    ]
+    return {"train": data, "valid": data[:1]}
+
+
+def _train(callbacks: list[Callback], num_epochs: int = 4, **kwargs: Any) -> TwoMetricRunner:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    runner = TwoMetricRunner()
+    runner.train(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loaders=_loaders(),
+        num_epochs=num_epochs,
+        callbacks=callbacks,
+        **kwargs,
+    )
+    return runner
+
+
+def _two_checkpoints(tmp: Path) -> tuple[plugins.CheckpointCallback, plugins.CheckpointCallback]:
+    return (
+        plugins.CheckpointCallback(logdir=tmp / "m1", metric_key="m1", minimize=True),
+        plugins.CheckpointCallback(logdir=tmp / "m2", metric_key="m2", minimize=False),
+    )
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_checkpoint_callbacks_keep_their_own_best(tmp_path):
+    first, second = _two_checkpoints(tmp_path)
+    weights = Weights()
+    console = io.StringIO()
+    runner = _train(
+        [first, second, weights, plugins.ConsoleLogger(stream=console)],
+        main_metric="m1",
+        minimize_metric=True,
+    )
+    assert (first.best_epoch, first.best_metric) == (2, 1.0)
+    assert (second.best_epoch, second.best_metric) == (3, 0.9)
+    # The run's own selection (main_metric=m1, minimised) is not touched by the m2 callback.
+    assert (runner.best_epoch, runner.best_valid_metric) == (2, 1.0)
+    assert console.getvalue().splitlines()[-1] == "Best epoch 2: valid m1=1.0000"
+    for name, epoch in (("m1", 2), ("m2", 3)):
+        folder = tmp_path / name / "checkpoints"
+        best = ckpt.load_checkpoint(folder / "best.pth")
+        assert best["epoch"] == epoch
+        assert _same(best["model"], weights.by_epoch[epoch])
+        index = json.loads((folder / "index.json").read_text())
+        assert index["best_epoch"] == epoch
+        assert index["files"]["best.pth"]["epoch"] == epoch
+        assert index["selection"]["metric"] == name
+
+
+def test_the_run_selection_does_not_depend_on_a_checkpoint_callback():
+    # The only CheckpointCallback selects by m1; the run selects by m2 (maximised).
+    only = plugins.CheckpointCallback(metric_key="m1", minimize=True)
+    runner = _train([only], main_metric="m2", minimize_metric=False, console=False)
+    assert (runner.best_epoch, runner.best_valid_metric) == (3, 0.9)
+    assert only.best_epoch == 2
+
+
+def test_load_best_on_end_loads_the_best_of_the_run_selection(tmp_path):
+    weights = Weights()
+    runner = _train(
+        [*_two_checkpoints(tmp_path), weights],
+        main_metric="m2",
+        minimize_metric=False,
+        load_best_on_end=True,
+        console=False,
+    )
+    assert runner.best_epoch == 3
+    assert _same(runner.model.state_dict(), weights.by_epoch[3])
+
+
+def test_resumed_callbacks_keep_their_own_best(tmp_path):
+    full_first, full_second = _two_checkpoints(tmp_path / "full")
+    _train([full_first, full_second], main_metric="m1", console=False)
+
+    first, second = _two_checkpoints(tmp_path / "split")
+    _train([first, second], num_epochs=2, main_metric="m1", console=False)
+    first, second = _two_checkpoints(tmp_path / "split")
+    runner = _train(
+        [first, second],
+        main_metric="m1",
+        console=False,
+        resume=tmp_path / "split" / "m1" / "checkpoints" / "last.pth",
+    )
+    assert (first.best_epoch, second.best_epoch) == (2, 3)
+    assert (runner.best_epoch, runner.best_valid_metric) == (2, 1.0)
+    for name in ("m1", "m2"):
+        split = json.loads((tmp_path / "split" / name / "checkpoints" / "index.json").read_text())
+        full = json.loads((tmp_path / "full" / name / "checkpoints" / "index.json").read_text())
+        assert split == full
