@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from eventrunner import registry
 from eventrunner.events import Callback, EventBus, LoaderFilter
 from eventrunner.loaders import LOADER_PREFIXES, validate_loaders
+from eventrunner.prefetch import MAX_PREFETCH
 from eventrunner.rng import seed_everything
 from eventrunner.runner import Runner
 
@@ -746,8 +747,16 @@ def check_train(node: Any, runner: Runner, loader_names: Iterable[str]) -> dict[
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError("train.num_epochs", "a positive int", _found(epochs))
     prefetch = node.get("prefetch", 2)
-    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-        raise ConfigError("train.prefetch", "an int >= 0 (batches fetched ahead)", _found(prefetch))
+    if (
+        isinstance(prefetch, bool)
+        or not isinstance(prefetch, int)
+        or not 0 <= prefetch <= MAX_PREFETCH
+    ):
+        raise ConfigError(
+            "train.prefetch",
+            f"an int from 0 to {MAX_PREFETCH} (batches fetched ahead)",
+            _found(prefetch),
+        )
     names = list(loader_names)
     if "valid_loader" in node and node["valid_loader"] not in names:
         raise ConfigError(

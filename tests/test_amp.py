@@ -39,10 +39,12 @@ class _Dtypes(Callback):
         self.losses.append(runner.epoch_metrics["train"]["loss"])
 
 
-def _train(num_epochs: int = 4, **kwargs: Any) -> tuple[SupervisedRunner, _Dtypes]:
+def _train(
+    num_epochs: int = 4, record: Callback | None = None, **kwargs: Any
+) -> tuple[SupervisedRunner, Any]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
-    record = _Dtypes()
+    record = record if record is not None else _Dtypes()
     runner = SupervisedRunner()
     runner.train(
         model=model,
@@ -163,17 +165,6 @@ class _AutocastSeen(Callback):
 
 
 def test_autocast_covers_handle_batch_only() -> None:
-    seen = _AutocastSeen()
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
-    SupervisedRunner().train(
-        model=model,
-        criterion=nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.3),
-        loaders=_loaders(),
-        callbacks=[seen],
-        console=False,
-        amp="bf16",
-    )
+    _, seen = _train(num_epochs=1, record=_AutocastSeen(), amp="bf16")
     # Subscribers (backward 30, optimizer step 40) run outside autocast.
     assert seen.during_subscribers == {False}

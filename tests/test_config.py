@@ -236,7 +236,8 @@ _DELETE = object()
         ("train.num_epochs", 0, "train.num_epochs", "positive int"),
         ("train.valid_loader", "vaild", "train.valid_loader", "one of the loaders (train, valid)"),
         ("train.minimize_metric", "maybe", "train.minimize_metric", "a bool"),
-        ("train.prefetch", -1, "train.prefetch", "int >= 0"),
+        ("train.prefetch", -1, "train.prefetch", "int from 0 to 1024"),
+        ("train.prefetch", 10**8, "train.prefetch", "int from 0 to 1024"),
         ("train.seed", "x", "train.seed", "an int"),
         ("train.model", {}, "train.model", "own top-level section"),
         # Each section must build the kind of object train() takes.

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from test_checkpoint import WeightsRecorder, _loaders, _same
 from torch import nn
 
 import plugins
-from eventrunner import Callback, Order, Runner
+from eventrunner import Callback, Runner
 from eventrunner import checkpointing as ckpt
 
 M1 = [3.0, 1.0, 2.0, 5.0]  # minimised: epoch 2
@@ -31,26 +32,6 @@ class TwoMetricRunner(Runner):
             self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
         else:
             self.batch_metrics.update(m1=M1[self.epoch_step - 1], m2=M2[self.epoch_step - 1])
-
-
-class Weights(Callback):
-    def __init__(self) -> None:
-        super().__init__(order=Order.USER)
-        self.by_epoch: dict[int, dict[str, torch.Tensor]] = {}
-
-    def on_epoch_end(self, runner: Any) -> None:
-        self.by_epoch[runner.epoch_step] = {
-            k: v.detach().clone() for k, v in runner.model.state_dict().items()
-        }
-
-
-def _loaders() -> dict[str, list[dict[str, torch.Tensor]]]:
-    gen = torch.Generator().manual_seed(0)
-    data = [
-        {"x": torch.randn(8, 3, generator=gen), "y": torch.randn(8, 1, generator=gen)}
-        for _ in range(3)
-    ]
-    return {"train": data, "valid": data[:1]}
 
 
 def _train(callbacks: list[Callback], num_epochs: int = 4, **kwargs: Any) -> TwoMetricRunner:
@@ -75,13 +56,9 @@ def _two_checkpoints(tmp: Path) -> tuple[plugins.CheckpointCallback, plugins.Che
     )
 
 
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_two_checkpoint_callbacks_keep_their_own_best(tmp_path):
     first, second = _two_checkpoints(tmp_path)
-    weights = Weights()
+    weights = WeightsRecorder()
     console = io.StringIO()
     runner = _train(
         [first, second, weights, plugins.ConsoleLogger(stream=console)],
@@ -97,7 +74,7 @@ def test_two_checkpoint_callbacks_keep_their_own_best(tmp_path):
         folder = tmp_path / name / "checkpoints"
         best = ckpt.load_checkpoint(folder / "best.pth")
         assert best["epoch"] == epoch
-        assert _same(best["model"], weights.by_epoch[epoch])
+        assert _same(best["model"], weights.weights[epoch])
         index = json.loads((folder / "index.json").read_text())
         assert index["best_epoch"] == epoch
         assert index["files"]["best.pth"]["epoch"] == epoch
@@ -113,7 +90,7 @@ def test_the_run_selection_does_not_depend_on_a_checkpoint_callback():
 
 
 def test_load_best_on_end_loads_the_best_of_the_run_selection(tmp_path):
-    weights = Weights()
+    weights = WeightsRecorder()
     runner = _train(
         [*_two_checkpoints(tmp_path), weights],
         main_metric="m2",
@@ -122,7 +99,7 @@ def test_load_best_on_end_loads_the_best_of_the_run_selection(tmp_path):
         console=False,
     )
     assert runner.best_epoch == 3
-    assert _same(runner.model.state_dict(), weights.by_epoch[3])
+    assert _same(runner.model.state_dict(), weights.weights[3])
 
 
 def test_resumed_callbacks_keep_their_own_best(tmp_path):
