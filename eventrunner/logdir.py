@@ -32,9 +32,14 @@ def check_new_run(logdir: str | Path | None, *, overwrite: bool, resume: object)
     """Refuse to start a new run over a previous one in ``logdir``, unless asked to.
 
     ``resume`` continues the run that is there; ``overwrite=True`` lets the new run replace
-    its files as it writes its own (the old top-k checkpoints go at the first save).
+    its files as it writes its own (the old top-k checkpoints go at the first save). A logdir
+    that is a file is refused.
     """
-    if logdir is None or overwrite or resume is not None:
+    if logdir is None:
+        return
+    if Path(logdir).exists() and not Path(logdir).is_dir():
+        raise NotADirectoryError(f"logdir {str(logdir)!r} is a file, expected a folder")
+    if overwrite or resume is not None:
         return
     found = previous_run_files(logdir)
     if not found:

@@ -41,6 +41,7 @@ class _Finished:
     epoch: int
     metric: float | None
     metrics: dict[str, dict[str, Any]]
+    plan: ckpt.SavePlan
 
 
 class CheckpointCallback(Callback):
@@ -127,7 +128,9 @@ class CheckpointCallback(Callback):
             background = runner.device.type != "cpu"
         self._writer = ckpt.CheckpointWriter(background)
         self.folder = None
-        logdir = self.logdir if self.logdir is not None else runner.logdir
+        logdir = self._logdir(runner)
+        self._check_own_folder(runner)
+        self._warn_best_on_end(runner)
         if logdir is not None and self._writes_files(runner):
             self.folder = ckpt.CheckpointFolder(
                 Path(logdir) / "checkpoints", self.topk, bool(self._target.minimize)
@@ -151,6 +154,41 @@ class CheckpointCallback(Callback):
                 self.folder.prepare()
         elif resumed and self._keeps_weights_in_memory(runner):
             self._best_from_resumed_folder(runner)
+
+    def _logdir(self, runner: Any) -> Path | None:
+        logdir = self.logdir if self.logdir is not None else runner.logdir
+        return None if logdir is None else Path(logdir)
+
+    def _check_own_folder(self, runner: Any) -> None:
+        # Two callbacks in one folder would overwrite each other's best.pth and index.json.
+        mine = self._logdir(runner)
+        if mine is None:
+            return
+        for other in runner.callbacks:
+            if other is self:
+                return
+            theirs = other._logdir(runner) if isinstance(other, CheckpointCallback) else None
+            if theirs is not None and theirs.resolve() == mine.resolve():
+                raise ValueError(
+                    f"two CheckpointCallbacks write to {mine / 'checkpoints'} (one by "
+                    f"{other.watched.resolve(runner).metric!r}, one by {self._target.metric!r}): "
+                    "give each its own logdir=, e.g. CheckpointCallback(logdir='logs/by_m1', ...)"
+                )
+
+    def _warn_best_on_end(self, runner: Any) -> None:
+        follows = self.load_best_on_end is None and runner.load_best_on_end and self._follows_run
+        if follows and not self._tracks(runner):
+            run = runner.selection
+            log.warning(
+                "eventrunner: load_best_on_end: no CheckpointCallback selects by the run's "
+                "%s %s, so the best weights by %s %s (its first CheckpointCallback) are "
+                "loaded; runner.best_epoch still follows %s",
+                run.loader,
+                run.metric,
+                self._target.loader,
+                self._target.metric,
+                run.metric,
+            )
 
     def _tracks(self, runner: Any) -> bool:
         """Whether this callback selects by the run's own loader, metric and direction."""
@@ -234,8 +272,13 @@ class CheckpointCallback(Callback):
                 if self._keeps_weights_in_memory(runner):
                     self.best_state = cpu_state_dict(runner.model)
         if self.folder is not None:
+            # Planned now, written at the next epoch_start (after every epoch_end subscriber):
+            # a checkpoint another CheckpointCallback writes in between holds this plan.
             metrics = {k: dict(v) for k, v in runner.epoch_metrics.items()}
-            self._finished = _Finished(runner.epoch_step, value, metrics)
+            plan = self.folder.plan(
+                runner.epoch_step, value, self.best_epoch, self.best_metric, self._selection()
+            )
+            self._finished = _Finished(runner.epoch_step, value, metrics, plan)
 
     def on_exception(self, runner: Any) -> None:
         # A finished epoch not saved yet: the failure came from an epoch_start subscriber
@@ -267,13 +310,7 @@ class CheckpointCallback(Callback):
         # stays pending, and on_exception tries it once more.
         self._writer.wait()
         finished, self._finished = self._finished, None
-        plan = folder.plan(
-            finished.epoch,
-            finished.metric,
-            self.best_epoch,
-            self.best_metric,
-            self._selection(),
-        )
+        plan = finished.plan
         # The file's "selection" block is the run's own (resume restores runner.best_* from
         # it); this callback's own best lives in its state (history) and in its index.json.
         state = ckpt.capture_state(
@@ -350,9 +387,26 @@ class CheckpointCallback(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = [dict(item) for item in state.get("history", [])]
+        self.history = _checked_history(state.get("history", []))
         self._active = bool(state.get("active", True))
         self._resumed_kept = [ckpt.Entry.from_dict(item) for item in state.get("topk", [])]
         best = state.get("best_file")
         self._resumed_best = ckpt.Entry.from_dict(best) if best else None
         self._resumed_selection = state.get("selection")
+
+
+def _checked_history(history: Any) -> list[dict[str, Any]]:
+    """A selection history read from a checkpoint (data): ``[{"epoch": int, "metric": float}]``."""
+    if not isinstance(history, list):
+        raise ValueError(f"history: expected a list, got {type(history).__name__}")
+    checked = []
+    for index, item in enumerate(history):
+        epoch = item.get("epoch") if isinstance(item, dict) else None
+        metric = item.get("metric") if isinstance(item, dict) else None
+        number = isinstance(metric, int | float) and not isinstance(metric, bool)
+        if type(epoch) is not int or epoch < 1 or not number:
+            raise ValueError(
+                f"history[{index}]: expected {{'epoch': int >= 1, 'metric': number}}, got {item!r}"
+            )
+        checked.append({"epoch": epoch, "metric": float(metric)})
+    return checked

@@ -60,5 +60,10 @@ class EarlyStoppingCallback(Callback):
         return {"best": self.best, "wait": self.wait}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = state.get("best")
-        self.wait = int(state.get("wait", 0))
+        best, wait = state.get("best"), state.get("wait", 0)
+        if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
+            raise ValueError(f"best: expected a number or None, got {best!r}")
+        if type(wait) is not int or wait < 0:
+            raise ValueError(f"wait: expected an int >= 0, got {wait!r}")
+        self.best = None if best is None else float(best)
+        self.wait = wait

@@ -318,3 +318,24 @@ def test_a_checkpoint_without_class_names_still_resumes(tmp_path):
         torch.equal(a, b)
         for a, b in zip(whole.model.state_dict().values(), model.state_dict().values(), strict=True)
     )
+
+
+@pytest.mark.parametrize(
+    "history",
+    [[{"epoch": 1, "metric": "x"}], [{"metric": 1.0}], [{"epoch": True, "metric": 1.0}], "h"],
+)
+def test_a_malformed_selection_history_is_refused_before_anything_loads(tmp_path, history):
+    _train(tmp_path / "first", 1)
+
+    def edit(state: dict[str, Any]) -> None:
+        state["callbacks"]["checkpoint"]["history"] = history
+
+    crafted = _craft(tmp_path / "first/checkpoints/last.pth", tmp_path / "crafted.pth", edit)
+    message = _assert_resume_refused(crafted, r"crafted\.pth.*'checkpoint'")
+    assert "history" in message
+
+
+@pytest.mark.parametrize("state", [{"best": "x", "wait": 0}, {"best": 1.0, "wait": "2"}])
+def test_a_malformed_early_stopping_state_is_refused(state):
+    with pytest.raises(ValueError, match="expected"):
+        plugins.EarlyStoppingCallback(patience=2).load_state_dict(state)

@@ -73,3 +73,10 @@ def test_an_empty_or_unrelated_logdir_is_fine(tmp_path):
 def test_overwrite_must_be_a_bool(tmp_path):
     with pytest.raises(TypeError, match="overwrite must be True or False"):
         _train(tmp_path, overwrite="yes")
+
+
+def test_a_logdir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("mine\n")
+    with pytest.raises(NotADirectoryError, match="is a file, expected a folder"):
+        _train(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine\n"

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from test_checkpoint import WeightsRecorder, _loaders, _same
 from torch import nn
@@ -102,22 +103,58 @@ def test_load_best_on_end_loads_the_best_of_the_run_selection(tmp_path):
     assert _same(runner.model.state_dict(), weights.weights[3])
 
 
-def test_resumed_callbacks_keep_their_own_best(tmp_path):
-    full_first, full_second = _two_checkpoints(tmp_path / "full")
-    _train([full_first, full_second], main_metric="m1", console=False)
+def _three(tmp: Path) -> list[Callback]:
+    # Two with their own folders, one (the run's metric, m1) in the run's logdir.
+    return [*_two_checkpoints(tmp), plugins.CheckpointCallback(metric_key="m1")]
 
-    first, second = _two_checkpoints(tmp_path / "split")
-    _train([first, second], num_epochs=2, main_metric="m1", console=False)
-    first, second = _two_checkpoints(tmp_path / "split")
-    runner = _train(
-        [first, second],
-        main_metric="m1",
-        console=False,
-        resume=tmp_path / "split" / "m1" / "checkpoints" / "last.pth",
+
+def _index(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "checkpoints" / "index.json").read_text())
+
+
+@pytest.mark.parametrize("resume_from", ["m1", "m2", "run"])
+@pytest.mark.parametrize("split_after", [2, 3])
+def test_resumed_callbacks_keep_their_own_best(tmp_path, resume_from, split_after):
+    full = tmp_path / "full"
+    _train(_three(full), main_metric="m1", logdir=full / "run", console=False)
+
+    split = tmp_path / "split"
+    _train(
+        _three(split), num_epochs=split_after, main_metric="m1", logdir=split / "run", console=False
     )
-    assert (first.best_epoch, second.best_epoch) == (2, 3)
+    callbacks = _three(split)
+    runner = _train(
+        callbacks,
+        main_metric="m1",
+        logdir=split / "run",
+        console=False,
+        resume=split / resume_from / "checkpoints" / "last.pth",
+    )
+    assert [cb.best_epoch for cb in callbacks] == [2, 3, 2]
     assert (runner.best_epoch, runner.best_valid_metric) == (2, 1.0)
-    for name in ("m1", "m2"):
-        split = json.loads((tmp_path / "split" / name / "checkpoints" / "index.json").read_text())
-        full = json.loads((tmp_path / "full" / name / "checkpoints" / "index.json").read_text())
-        assert split == full
+    # Whichever folder's last.pth it resumed from, every folder ends as the uninterrupted run's.
+    for name in ("m1", "m2", "run"):
+        assert _index(split / name) == _index(full / name), name
+        best = ckpt.load_checkpoint(split / name / "checkpoints" / "best.pth")
+        assert best["epoch"] == _index(full / name)["best_epoch"]
+
+
+def test_two_checkpoint_callbacks_in_one_folder_are_refused(tmp_path):
+    callbacks = [
+        plugins.CheckpointCallback(metric_key="m1", minimize=True),
+        plugins.CheckpointCallback(metric_key="m2", minimize=False),
+    ]
+    with pytest.raises(ValueError, match=r"two CheckpointCallbacks write to .*checkpoints"):
+        _train(callbacks, logdir=tmp_path, console=False)
+    assert not (tmp_path / "checkpoints" / "index.json").exists()
+
+
+def test_load_best_on_end_without_a_callback_of_the_run_metric_says_so(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="eventrunner"):
+        _train(
+            [*_two_checkpoints(tmp_path)],
+            main_metric="m2",  # minimised: neither callback selects by it
+            load_best_on_end=True,
+            console=False,
+        )
+    assert "no CheckpointCallback selects by the run's valid m2" in caplog.text
