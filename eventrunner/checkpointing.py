@@ -32,6 +32,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from eventrunner.checks import is_int, is_number
 from eventrunner.distributed import unwrap_model
 from eventrunner.rng import (
     check_rng_state,
@@ -388,14 +389,6 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------ checking a checkpoint
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _is_mapping(value: Any) -> bool:
     return isinstance(value, Mapping)
 
@@ -411,13 +404,13 @@ _STRUCTURE: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("scheduler", False, _is_mapping_or_none, "a dict or None"),
     ("scaler", False, _is_mapping_or_none, "a dict or None"),
     ("counters", True, _is_mapping, "a dict"),
-    ("counters.epoch_step", True, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    ("counters.batch_step", True, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    ("counters.sample_step", True, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    ("counters.epoch_step", True, lambda v: is_int(v) and v >= 0, "an int >= 0"),
+    ("counters.batch_step", True, lambda v: is_int(v) and v >= 0, "an int >= 0"),
+    ("counters.sample_step", True, lambda v: is_int(v) and v >= 0, "an int >= 0"),
     ("counters.need_early_stop", False, lambda v: isinstance(v, bool), "a bool"),
     ("selection", True, _is_mapping, "a dict"),
-    ("selection.best_epoch", False, lambda v: v is None or _is_int(v), "an int or None"),
-    ("selection.best_valid_metric", False, lambda v: v is None or _is_number(v), "a number"),
+    ("selection.best_epoch", False, lambda v: v is None or is_int(v), "an int or None"),
+    ("selection.best_valid_metric", False, lambda v: v is None or is_number(v), "a number"),
     (
         "epoch_metrics",
         False,
@@ -899,11 +892,11 @@ class Entry:
                 f"{type(data).__name__}"
             )
         name, epoch, metric = data.get("file"), data.get("epoch"), data.get("metric")
-        if not _is_int(epoch) or epoch < 0:
+        if not is_int(epoch) or epoch < 0:
             raise CheckpointError(
                 f"checkpoint file entry {name!r}: epoch must be an int >= 0, found {epoch!r}"
             )
-        if metric is not None and not _is_number(metric):
+        if metric is not None and not is_number(metric):
             raise CheckpointError(
                 f"checkpoint file entry {name!r}: metric must be a number or None, found "
                 f"{type(metric).__name__}"

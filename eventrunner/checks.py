@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (``True`` is an ``int`` in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def positive_int(value: Any, what: str, *, optional: bool = False) -> Any:
     """``value`` when it is an int >= 1 (or None, if ``optional``); a ValueError naming ``what``."""
     if value is None and optional:

@@ -20,6 +20,7 @@ import torch
 
 from eventrunner import checkpointing as ckpt
 from eventrunner import distributed
+from eventrunner.checks import is_int, is_number
 from eventrunner.events import Callback, Order
 from plugins._selection import Watched
 
@@ -403,8 +404,7 @@ def _checked_history(history: Any) -> list[dict[str, Any]]:
     for index, item in enumerate(history):
         epoch = item.get("epoch") if isinstance(item, dict) else None
         metric = item.get("metric") if isinstance(item, dict) else None
-        number = isinstance(metric, int | float) and not isinstance(metric, bool)
-        if type(epoch) is not int or epoch < 1 or not number:
+        if not is_int(epoch) or epoch < 1 or not is_number(metric):
             raise ValueError(
                 f"history[{index}]: expected {{'epoch': int >= 1, 'metric': number}}, got {item!r}"
             )

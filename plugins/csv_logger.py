@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eventrunner.checkpointing import write_atomic
+from eventrunner.checks import is_int, is_number
 from eventrunner.events import Callback, Order
 from plugins._log_paths import path_in_logdir
 from plugins._run_info import is_main_process, log_dir, scalar_items
@@ -55,15 +56,14 @@ def _checked_rows(rows: Any) -> list[dict[str, Any]]:
     for index, row in enumerate(rows):
         if (
             not isinstance(row, dict)
-            or type(row.get("epoch")) is not int
+            or not is_int(row.get("epoch"))
             or not isinstance(row.get("loader"), str)
         ):
             raise ValueError(
                 f"{where}[{index}]: expected {{'epoch': int, 'loader': str, ...}}, got {row!r}"
             )
         for name, value in row.items():
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if name not in FIXED_COLUMNS and not (isinstance(name, str) and number):
+            if name not in FIXED_COLUMNS and not (isinstance(name, str) and is_number(value)):
                 raise ValueError(f"{where}[{index}][{name!r}]: expected a number, got {value!r}")
     return [dict(row) for row in rows]
 

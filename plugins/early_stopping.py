@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventrunner.checks import positive_int
+from eventrunner.checks import is_int, is_number, positive_int
 from eventrunner.events import Callback, Order
 from plugins._selection import Watched
 
@@ -25,7 +25,7 @@ class EarlyStoppingCallback(Callback):
     ) -> None:
         super().__init__(order=Order.EARLY_STOPPING)
         positive_int(patience, "EarlyStoppingCallback: patience")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, int | float):
+        if not is_number(min_delta):
             raise TypeError(
                 f"EarlyStoppingCallback: min_delta must be a number >= 0, got {min_delta!r}"
             )
@@ -61,9 +61,9 @@ class EarlyStoppingCallback(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         best, wait = state.get("best"), state.get("wait", 0)
-        if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
+        if best is not None and not is_number(best):
             raise ValueError(f"best: expected a number or None, got {best!r}")
-        if type(wait) is not int or wait < 0:
+        if not is_int(wait) or wait < 0:
             raise ValueError(f"wait: expected an int >= 0, got {wait!r}")
         self.best = None if best is None else float(best)
         self.wait = wait
