@@ -29,7 +29,7 @@ from torch import nn
 
 import plugins
 from eventrunner import Callback, Order, Runner
-from eventrunner import checkpointing as ckpt
+from eventrunner import checkpoint as ckpt
 
 
 class MLPRunner(Runner):

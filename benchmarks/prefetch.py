@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 import eventrunner
-from eventrunner.prefetch import Prefetcher
+from eventrunner.data.prefetch import Prefetcher
 
 BATCH = 32
 #: How the auto prefetch fetched each run's train loader (thread or inline).

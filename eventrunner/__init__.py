@@ -3,6 +3,7 @@
 ``import eventrunner`` gives the loop side; ``import plugins`` gives the built-in subscribers.
 """
 
+from eventrunner.data.loaders import BatchLimitLoaderWrapper, concat_datasets
 from eventrunner.events import (
     EVENTS,
     Callback,
@@ -11,7 +12,6 @@ from eventrunner.events import (
     FunctionCallback,
     Order,
 )
-from eventrunner.loaders import BatchLimitLoaderWrapper, concat_datasets
 from eventrunner.metrics import accuracy
 from eventrunner.rng import seed_everything
 from eventrunner.runner import Runner, Selection

@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from eventrunner import checkpointing, compose, distributed, precision
+from eventrunner import checkpoint, compose, distributed, precision
 from eventrunner.asyncio_bridge import interrupts_raise, run_sync
 from eventrunner.background import BackgroundWorker
 from eventrunner.checks import positive_int
+from eventrunner.data.loaders import loader_kind, loader_length, validate_loaders
+from eventrunner.data.prefetch import Prefetcher, check_prefetch, move_to_device
 from eventrunner.dispatch import compile_calls
 from eventrunner.events import (
     BATCH_END,
@@ -38,9 +40,7 @@ from eventrunner.events import (
     Callback,
     EventBus,
 )
-from eventrunner.loaders import loader_kind, loader_length, validate_loaders
 from eventrunner.logdir import check_new_run
-from eventrunner.prefetch import Prefetcher, check_prefetch, move_to_device
 from eventrunner.rng import seed_everything
 
 log = logging.getLogger("eventrunner")
@@ -230,7 +230,7 @@ class Runner:
         if self.resume is not None:
             # After seeding (RNG states are restored over the seed), before experiment_start
             # (every subscriber starts from the resumed counters and states).
-            checkpointing.restore_run(self, self.resume)
+            checkpoint.restore_run(self, self.resume)
         with interrupts_raise():  # Ctrl-C stops the loop where it is, not at its next await
             await self._run_experiment()
 

@@ -23,9 +23,9 @@ import anyio
 import torch
 from torch import nn
 
+from eventrunner.data.loaders import loader_kind
 from eventrunner.dispatch import compile_calls
 from eventrunner.events import Callback, EventBus, Order
-from eventrunner.loaders import loader_kind
 from eventrunner.runner import Runner, Selection
 from eventrunner.supervised import SupervisedRunner
 

@@ -5,7 +5,7 @@ epoch. Several can run side by side (one minimising ``m1``, one maximising ``m2`
 its own best, folder and index; ``runner.best_epoch``/``best_valid_metric`` belong to the
 run's own selection (``plugins.selection``) and none of them writes those. With a ``logdir``
 each finished epoch is saved to ``logdir/checkpoints`` (``last.pth``, ``best.pth``, the top-k
-``epoch_N.pth``, ``index.json``; see :mod:`eventrunner.checkpointing`); without one the best
+``epoch_N.pth``, ``index.json``; see :mod:`eventrunner.checkpoint`); without one the best
 weights are kept as a CPU snapshot (not the live model) for ``load_best_on_end``.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from eventrunner import checkpointing as ckpt
+from eventrunner import checkpoint as ckpt
 from eventrunner import distributed
 from eventrunner.checks import is_int, is_number
 from eventrunner.events import Callback, Order

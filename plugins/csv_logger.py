@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from eventrunner.checkpointing import write_atomic
+from eventrunner.checkpoint import write_atomic
 from eventrunner.checks import is_int, is_number
 from eventrunner.events import Callback, Order
 from plugins._log_paths import path_in_logdir

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from eventrunner import distributed
+from eventrunner.data.loaders import loader_kind
 from eventrunner.events import Callback, Order
-from eventrunner.loaders import loader_kind
 
 
 class DistributedCallback(Callback):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventrunner.data.loaders import BatchLimitLoaderWrapper, check_num_batches
 from eventrunner.events import Callback, Order
-from eventrunner.loaders import BatchLimitLoaderWrapper, check_num_batches
 
 
 class BatchOverfitCallback(Callback):

@@ -109,7 +109,7 @@ def test_bad_amp_value(bad: Any) -> None:
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_amp_checkpoint_resumes(tmp_path: Path, amp: str) -> None:
-    checkpointing = pytest.importorskip("eventrunner.checkpointing")
+    checkpointing = pytest.importorskip("eventrunner.checkpoint")
     full, _ = _train(num_epochs=3, amp=amp)
     first, _ = _train(num_epochs=2, amp=amp, logdir=tmp_path)
     last = tmp_path / "checkpoints" / "last.pth"

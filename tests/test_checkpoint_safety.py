@@ -19,7 +19,7 @@ from torch import nn
 
 import plugins
 from eventrunner import Runner
-from eventrunner import checkpointing as ckpt
+from eventrunner import checkpoint as ckpt
 
 
 class TinyRunner(Runner):

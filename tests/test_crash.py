@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from eventrunner import checkpointing as ckpt
+from eventrunner import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(
     not (hasattr(signal, "SIGKILL") and hasattr(os, "fork")), reason="needs SIGKILL and fork"

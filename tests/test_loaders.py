@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from eventrunner import BatchLimitLoaderWrapper, Callback, Runner, concat_datasets
-from eventrunner.loaders import loader_kind
+from eventrunner.data.loaders import loader_kind
 
 
 class DictDataset(Dataset):

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
 from eventrunner import FunctionCallback
-from eventrunner.checkpointing import load_checkpoint
+from eventrunner.checkpoint import load_checkpoint
 from plugins import AccuracyCallback, CSVLogger, JSONLogger
 from plugins.csv_logger import read_metrics_csv
 from plugins.json_logger import read_events, record_event

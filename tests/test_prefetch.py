@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
-from eventrunner import prefetch
-from eventrunner.prefetch import Prefetcher, move_to_device, prefetched
+from eventrunner.data import prefetch
+from eventrunner.data.prefetch import Prefetcher, move_to_device, prefetched
 
 Pair = collections.namedtuple("Pair", "left right")
 MODES = ("auto", "thread", "inline")

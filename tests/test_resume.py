@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import plugins
 from eventrunner import BatchLimitLoaderWrapper, Callback, Order, Runner
-from eventrunner import checkpointing as ckpt
+from eventrunner import checkpoint as ckpt
 from eventrunner.rng import loader_generators, rng_state, set_rng_state
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 import plugins
 from eventrunner import Callback, Runner
-from eventrunner import checkpointing as ckpt
+from eventrunner import checkpoint as ckpt
 
 M1 = [3.0, 1.0, 2.0, 5.0]  # minimised: epoch 2
 M2 = [0.2, 0.1, 0.9, 0.5]  # maximised: epoch 3

@@ -30,7 +30,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from eventrunner.loaders import BatchLimitLoaderWrapper
+from eventrunner.data.loaders import BatchLimitLoaderWrapper
 
 if TYPE_CHECKING:
     from eventrunner.metrics import WeightedMeans

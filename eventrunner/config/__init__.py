@@ -39,9 +39,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from eventrunner import registry
+from eventrunner.data.loaders import LOADER_PREFIXES, validate_loaders
+from eventrunner.data.prefetch import MAX_PREFETCH
 from eventrunner.events import Callback, EventBus, LoaderFilter
-from eventrunner.loaders import LOADER_PREFIXES, validate_loaders
-from eventrunner.prefetch import MAX_PREFETCH
 from eventrunner.rng import seed_everything
 from eventrunner.runner import Runner
 

@@ -1,0 +1,1 @@
+"""Data side of the loop: loader kinds and wrappers, the tensor walker, batch prefetching."""
