@@ -71,8 +71,8 @@ def _interrupt_thread(thread: threading.Thread) -> None:
         )
 
 
-def run_sync(fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
-    """``anyio.run(fn(**kwargs))``; inside a running loop (Jupyter), on a thread of its own.
+def run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """``anyio.run(fn(*args, **kwargs))``; inside a running loop (Jupyter), on a thread of its own.
 
     The training loop runs synchronously between its awaits, so it would block a running
     loop anyway: giving it a thread keeps the caller's loop untouched. There, Ctrl-C (a
@@ -80,7 +80,7 @@ def run_sync(fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
     the way an interrupted script does (``exception``, ``experiment_end``, no thread left)
     before the interrupt is re-raised here.
     """
-    call = functools.partial(fn, **kwargs)
+    call = functools.partial(fn, *args, **kwargs)
     if not _loop_is_running():
         with interrupts_raise():
             return anyio.run(call)

@@ -1,20 +1,70 @@
-"""The default subscribers ``runner.train(...)`` composes from its arguments, by registry name.
+"""The default subscribers ``runner.train(...)`` composes from its settings.
 
-A user subscriber whose ``kind`` (its registry name; subclasses inherit it) matches a
-default replaces that default.
+The defaults are imported by class from the built-in ``plugins`` package, so a source checkout
+trains without being installed (entry points are for third-party subscribers). A user
+subscriber whose ``kind`` matches a default's replaces that default (Keras adds its defaults
+only when absent, the same way).
+
+The built-ins are the top-level package ``plugins``, next to ``eventrunner``. A folder of your
+own called ``plugins`` earlier on ``sys.path`` (the script's folder comes first) hides it: that
+is refused with an error naming both folders; call yours something else (``my_plugins``).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from eventrunner import registry
 from eventrunner.events import Callback
 
 if TYPE_CHECKING:
     from eventrunner.runner import Runner
+    from eventrunner.settings import TrainSettings
+
+_BUILTINS_FOLDER = Path(__file__).resolve().parent.parent / "plugins"
+
+
+def builtin_plugins() -> ModuleType:
+    """The built-in ``plugins`` package; an ImportError when another one hides it."""
+    module = importlib.import_module("plugins")
+    found = getattr(module, "__file__", None)
+    if found is None or Path(found).resolve().parent != _BUILTINS_FOLDER:
+        where = found or ", ".join(getattr(module, "__path__", [])) or repr(module)
+        raise ImportError(
+            f"'import plugins' found {where}, not eventrunner's built-in subscribers in "
+            f"{_BUILTINS_FOLDER}: a folder of yours called 'plugins' comes first on sys.path; "
+            "rename it (e.g. my_plugins)"
+        )
+    return module
+
+
+def default_classes() -> dict[str, type[Callback]]:
+    """Registry name -> class of every built-in default subscriber."""
+    p = builtin_plugins()
+    classes: tuple[type[Callback], ...] = (
+        p.DistributedCallback,
+        p.LossCaptureCallback,
+        p.MetricAggregationCallback,
+        p.FiniteCheckCallback,
+        p.BackwardCallback,
+        p.OptimizerCallback,
+        p.SchedulerCallback,
+        p.ModelSelectionCallback,
+        p.EarlyStoppingCallback,
+        p.CheckpointCallback,
+        p.BatchOverfitCallback,
+        p.ConsoleLogger,
+        p.ProgressBarCallback,
+        p.CSVLogger,
+        p.JSONLogger,
+        p.TensorBoardLogger,
+        p.ProfilerCallback,
+    )
+    return {cls.kind: cls for cls in classes if cls.kind}
 
 
 def _user_callbacks(
@@ -32,9 +82,7 @@ def _user_callbacks(
     return items
 
 
-def default_kinds(
-    runner: Runner, *, overfit: bool, verbose: bool, console: bool, profile: bool = False
-) -> list[str]:
+def default_kinds(runner: Runner, settings: TrainSettings) -> list[str]:
     """Registry names of the defaults for this run, in registration order."""
     # DDP set-up comes first: it wraps the model and shards the loaders before anyone looks.
     kinds = ["distributed"] if runner.ddp else []
@@ -44,38 +92,27 @@ def default_kinds(
     if runner.scheduler is not None:
         kinds.append("scheduler")
     kinds += ["selection", "checkpoint"]
-    if overfit:
+    if settings.overfit:
         kinds.append("overfit")
-    if console:
+    if settings.console:
         kinds.append("console")
-    if verbose:
+    if settings.verbose:
         kinds.append("progress")
     if runner.logdir is not None:
         kinds += ["csv", "jsonl"]
         if importlib.util.find_spec("tensorboard") is not None:  # the optional extra
             kinds.append("tensorboard")
-    if profile:
+    if settings.profile:
         kinds.append("profiler")
     return kinds
 
 
-def compose_callbacks(
-    runner: Runner,
-    callbacks: Sequence[Callback] | Mapping[str, Callback] | None,
-    *,
-    overfit: bool = False,
-    verbose: bool = False,
-    console: bool = True,
-    profile: bool = False,
-) -> list[Callback]:
+def compose_callbacks(runner: Runner, settings: TrainSettings) -> list[Callback]:
     """Defaults first (so ties in order run them first), then the user's subscribers."""
-    user = _user_callbacks(callbacks)
+    user = _user_callbacks(settings.callbacks)
     replaced = {callback.kind for callback in user if callback.kind}
-    defaults: list[Any] = [
-        registry.create(kind)
-        for kind in default_kinds(
-            runner, overfit=overfit, verbose=verbose, console=console, profile=profile
-        )
-        if kind not in replaced
+    classes = default_classes()
+    defaults: list[Callback] = [
+        classes[kind]() for kind in default_kinds(runner, settings) if kind not in replaced
     ]
     return defaults + user

@@ -12,7 +12,6 @@ import copy
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ from torch import nn
 from eventrunner import checkpoint, compose, distributed, precision
 from eventrunner.asyncio_bridge import interrupts_raise, run_sync
 from eventrunner.background import BackgroundWorker
-from eventrunner.checks import positive_int
-from eventrunner.data.loaders import loader_kind, loader_length, validate_loaders
-from eventrunner.data.prefetch import Prefetcher, check_prefetch, move_to_device
+from eventrunner.data.loaders import loader_kind, loader_length
+from eventrunner.data.prefetch import Prefetcher, move_to_device
 from eventrunner.dispatch import compile_calls
 from eventrunner.events import (
     BATCH_END,
@@ -42,27 +40,10 @@ from eventrunner.events import (
 )
 from eventrunner.logdir import check_new_run
 from eventrunner.rng import seed_everything
+from eventrunner.settings import Selection, TrainSettings
+from eventrunner.settings import signature as settings_signature
 
 log = logging.getLogger("eventrunner")
-
-
-class _Default(str):
-    """A default argument value that remembers it was not given explicitly."""
-
-
-_VALID_LOADER = _Default("valid")
-_MAIN_METRIC = _Default("loss")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which loader's metric picks the best epoch, and whether the user named them."""
-
-    loader: str
-    metric: str
-    minimize: bool
-    loader_given: bool
-    metric_given: bool
 
 
 def _leading_dim(batch: Mapping[str, Any]) -> int:
@@ -79,14 +60,6 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _pick_alias(name: str, value: Any, alias: str, alias_value: Any) -> Any:
-    if alias_value is None:
-        return value
-    if not isinstance(value, _Default) and value is not True and value != alias_value:
-        raise ValueError(f"{name}={value!r} and its alias {alias}={alias_value!r} disagree")
-    return alias_value
 
 
 class Runner:
@@ -126,6 +99,7 @@ class Runner:
         self.bus = EventBus()
         self.num_epochs = 0
         self.logdir: Path | None = None
+        self.settings: TrainSettings | None = None
         self.selection = Selection("valid", "loss", True, False, False)
         self.prefetch = 2
         self.resume: str | Path | None = None
@@ -215,178 +189,76 @@ class Runner:
 
     # --------------------------------------------------------------- training
 
-    def train(self, **kwargs: Any) -> None:
+    def train(self, settings: TrainSettings | None = None, /, **kwargs: Any) -> None:
         """Train for ``num_epochs`` over ``loaders``; the arguments are those of :meth:`compose`.
 
         Works in a plain script and where an event loop is already running (Jupyter).
         """
-        run_sync(self.atrain, **kwargs)
+        run_sync(self.atrain, settings, **kwargs)
 
-    @distributed.process_group_scope
-    async def atrain(self, **kwargs: Any) -> None:
-        """Train: :meth:`compose` the run from ``kwargs`` (its arguments), then run it."""
-        self.compose(**kwargs)
-        check_new_run(self.logdir, overwrite=self.overwrite_logdir, resume=self.resume)
-        if self.resume is not None:
-            # After seeding (RNG states are restored over the seed), before experiment_start
-            # (every subscriber starts from the resumed counters and states).
-            checkpoint.restore_run(self, self.resume)
-        with interrupts_raise():  # Ctrl-C stops the loop where it is, not at its next await
-            await self._run_experiment()
+    async def atrain(self, settings: TrainSettings | None = None, /, **kwargs: Any) -> None:
+        """Train: :meth:`compose` the run from the arguments, then run it."""
+        settings = _settings(settings, kwargs)
+        with distributed.process_group_scope(
+            settings.ddp, settings.device, self.device, settings.timeout
+        ) as device:
+            self.compose(settings.replace(device=device) if device != self.device else settings)
+            check_new_run(self.logdir, overwrite=self.overwrite_logdir, resume=self.resume)
+            if self.resume is not None:
+                # After seeding (RNG states are restored over the seed), before
+                # experiment_start (every subscriber starts from the resumed counters and states).
+                checkpoint.restore_run(self, self.resume)
+            with interrupts_raise():  # Ctrl-C stops the loop where it is, not at its next await
+                await self._run_experiment()
 
-    def compose(
-        self,
-        *,
-        loaders: Mapping[str, Iterable[Any]],
-        model: nn.Module | None = None,
-        criterion: Any = None,
-        optimizer: torch.optim.Optimizer | None = None,
-        scheduler: Any = None,
-        callbacks: Sequence[Callback] | Mapping[str, Callback] | None = None,
-        num_epochs: int = 1,
-        valid_loader: str = _VALID_LOADER,
-        main_metric: str = _MAIN_METRIC,
-        minimize_metric: bool = True,
-        valid_metric: str | None = None,
-        minimize_valid_metric: bool | None = None,
-        logdir: str | Path | None = None,
-        overfit: bool = False,
-        load_best_on_end: bool = False,
-        seed: int | None = 42,
-        verbose: bool = False,
-        console: bool = True,
-        device: str | torch.device | None = None,
-        resume: str | Path | None = None,
-        overwrite: bool = False,
-        prefetch: int = 2,
-        profile: bool = False,
-        ddp: bool | None = None,
-        ddp_kwargs: Mapping[str, Any] | None = None,
-        ddp_timeout: float | timedelta = distributed.DEFAULT_DDP_TIMEOUT_S,
-        amp: bool | str | torch.dtype = False,
-        accumulation_steps: int = 1,
-        grad_clip_norm: float | None = None,
-        grad_clip_value: float | None = None,
-    ) -> EventBus:
+    def compose(self, settings: TrainSettings | None = None, /, **kwargs: Any) -> EventBus:
         """Validate the arguments, seed, compose the subscribers and return the bus; no training.
 
-        :meth:`train`/:meth:`atrain` take these arguments and then run ``num_epochs`` epochs
-        over ``loaders``; ``print(runner.compose(...).describe())`` shows the pipeline.
-
-        Arguments left out keep what the runner already holds (``model``, ``criterion``,
-        ``optimizer``, ``scheduler``). ``valid_loader``/``main_metric``/``minimize_metric``
-        pick the best epoch (``valid_metric``/``minimize_valid_metric`` are Catalyst 22's
-        names). ``overfit=True`` runs one batch per loader. ``verbose`` shows progress bars,
-        ``console`` prints one line per loader per epoch. ``prefetch`` batches are fetched
-        ahead (0 turns it off). ``resume`` continues from a checkpoint. A ``logdir`` that
-        holds a previous run is refused unless ``resume`` continues it or ``overwrite=True``
-        lets the new run replace its files. ``profile=True``
-        times every subscriber and batch phase and prints a table at the end.
-
-        Scale and precision: ``ddp`` trains data-parallel (None: when launched by torchrun)
-        with ``ddp_kwargs`` for ``DistributedDataParallel`` (e.g. ``find_unused_parameters``);
-        ``ddp_timeout`` (seconds or a ``timedelta``; 10 min) ends the run when a rank is stuck;
-        ``amp`` autocasts (True: bf16 on CPU, fp16 + GradScaler on CUDA; or ``"fp16"``,
-        ``"bf16"``); ``accumulation_steps`` batches per optimizer step; ``grad_clip_norm`` /
-        ``grad_clip_value`` clip gradients before each step.
+        :meth:`train`/:meth:`atrain` take the same arguments (the fields of
+        :class:`~eventrunner.settings.TrainSettings`, or one such object) and then run
+        ``num_epochs`` epochs over ``loaders``; ``print(runner.compose(...).describe())`` shows
+        the pipeline. Components left out (``model``, ``criterion``, ``optimizer``,
+        ``scheduler``) keep what the runner already holds.
         """
-        self._configure(
-            loaders=loaders,
-            model=model,
-            criterion=criterion,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            num_epochs=num_epochs,
-            selection=self._selection(
-                valid_loader, main_metric, minimize_metric, valid_metric, minimize_valid_metric
-            ),
-            logdir=logdir,
-            device=device,
-            prefetch=prefetch,
-        )
-        self.resume = resume
-        if not isinstance(overwrite, bool):
-            raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
-        self.overwrite_logdir = overwrite
-        self.load_best_on_end = load_best_on_end
-        self.overfit = overfit
-        self.verbose = verbose
-        self.ddp = distributed.ddp_active(ddp)
-        self.ddp_kwargs = dict(ddp_kwargs or {})
-        self.ddp_timeout = distributed.as_timeout(ddp_timeout)
-        self.amp_dtype = precision.resolve_amp(amp, self.device)
-        self.scaler = precision.grad_scaler(self.amp_dtype, self.device)
-        self.accumulation_steps = accumulation_steps
-        self.grad_clip_norm, self.grad_clip_value = grad_clip_norm, grad_clip_value
-        if seed is not None:
-            seed_everything(seed)
-        self.callbacks = compose.compose_callbacks(
-            self, callbacks, overfit=overfit, verbose=verbose, console=console, profile=profile
-        )
+        settings = _settings(settings, kwargs)
+        self._configure(settings)
+        if settings.seed is not None:
+            seed_everything(settings.seed)
+        self.callbacks = compose.compose_callbacks(self, settings)
         self.bus = EventBus()
         for callback in self.callbacks:
             self.bus.subscribe(callback)
         return self.bus
 
-    def _selection(
-        self,
-        valid_loader: str,
-        main_metric: str,
-        minimize_metric: bool,
-        valid_metric: str | None,
-        minimize_valid_metric: bool | None,
-    ) -> Selection:
-        main_metric = _pick_alias("main_metric", main_metric, "valid_metric", valid_metric)
-        minimize = _pick_alias(
-            "minimize_metric", minimize_metric, "minimize_valid_metric", minimize_valid_metric
-        )
-        if not isinstance(valid_loader, str):
-            raise TypeError(f"valid_loader must be a loader name, got {valid_loader!r}")
-        if not isinstance(main_metric, str):
-            raise TypeError(f"main_metric must be a metric name, got {main_metric!r}")
-        return Selection(
-            loader=str(valid_loader),
-            metric=str(main_metric),
-            minimize=bool(minimize),
-            loader_given=not isinstance(valid_loader, _Default),
-            metric_given=not isinstance(main_metric, _Default),
-        )
-
-    def _configure(
-        self,
-        *,
-        loaders: Any,
-        model: nn.Module | None,
-        criterion: Any,
-        optimizer: Any,
-        scheduler: Any,
-        num_epochs: int,
-        selection: Selection,
-        logdir: str | Path | None,
-        device: str | torch.device | None,
-        prefetch: int,
-    ) -> None:
-        """Validate the arguments and set the run's state; raises before any batch runs."""
-        self.loaders = validate_loaders(loaders)
-        positive_int(num_epochs, "num_epochs")
-        check_prefetch(prefetch)
-        if selection.loader_given and selection.loader not in self.loaders:
-            raise ValueError(
-                f"valid_loader {selection.loader!r} is not among the loaders "
-                f"({', '.join(self.loaders)})"
-            )
-        self.model = model if model is not None else self.model
+    def _configure(self, settings: TrainSettings) -> None:
+        """Set the run's components and settings; raises before any batch runs."""
+        self.model = settings.model if settings.model is not None else self.model
         if self.model is None:
             raise ValueError("train() needs a model: pass model=...")
-        self.criterion = criterion if criterion is not None else self.criterion
-        self.optimizer = optimizer if optimizer is not None else self.optimizer
-        self.scheduler = scheduler if scheduler is not None else self.scheduler
-        if device is not None:
-            self.device = _resolve_device(device)
-        self.num_epochs = num_epochs
-        self.selection = selection
-        self.logdir = Path(logdir) if logdir is not None else None
-        self.prefetch = prefetch
+        for name in ("criterion", "optimizer", "scheduler"):
+            if getattr(settings, name) is not None:
+                setattr(self, name, getattr(settings, name))
+        if settings.device is not None:
+            self.device = _resolve_device(settings.device)
+        self.settings = settings
+        self.loaders = dict(settings.loaders)
+        self.num_epochs = settings.num_epochs
+        self.selection = settings.selection
+        self.logdir = Path(settings.logdir) if settings.logdir is not None else None
+        self.prefetch = settings.prefetch
+        self.resume = settings.resume
+        self.overwrite_logdir = settings.overwrite
+        self.load_best_on_end = settings.load_best_on_end
+        self.overfit = settings.overfit
+        self.verbose = settings.verbose
+        self.ddp = distributed.ddp_active(settings.ddp)
+        self.ddp_kwargs = dict(settings.ddp_kwargs or {})
+        self.ddp_timeout = settings.timeout
+        self.amp_dtype = precision.resolve_amp(settings.amp, self.device)
+        self.scaler = precision.grad_scaler(self.amp_dtype, self.device)
+        self.accumulation_steps = settings.accumulation_steps
+        self.grad_clip_norm = settings.grad_clip_norm
+        self.grad_clip_value = settings.grad_clip_value
         self._reset_counters()
         self.model.to(self.device)
         if isinstance(self.criterion, nn.Module):
@@ -639,11 +511,17 @@ class Runner:
                 yield self._predict_prepared(batch)
 
 
-# train() and atrain() take compose()'s arguments: show them in help() and IDEs.
-Runner.train.__signature__ = inspect.signature(Runner.compose).replace(  # type: ignore[attr-defined]
-    return_annotation=None
-)
-Runner.atrain.__signature__ = Runner.train.__signature__  # type: ignore[attr-defined]
+# train(), atrain() and compose() take TrainSettings' fields: show them in help() and IDEs.
+Runner.train.__signature__ = settings_signature()  # type: ignore[attr-defined]
+Runner.atrain.__signature__ = settings_signature()  # type: ignore[attr-defined]
+
+
+def _settings(settings: TrainSettings | None, kwargs: dict[str, Any]) -> TrainSettings:
+    if settings is None:
+        return TrainSettings.from_kwargs(kwargs)
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"train() takes keyword arguments (or one TrainSettings), got {settings!r}")
+    return settings.replace(**kwargs) if kwargs else settings
 
 
 async def _call_all(calls: tuple[Any, ...], runner: Runner) -> None:

@@ -7,6 +7,7 @@ and can be replaced by any subscriber that declares the same ``kind``.
 from plugins.backward import BackwardCallback, OptimizerCallback
 from plugins.checkpoint import CheckpointCallback
 from plugins.csv_logger import CSVLogger
+from plugins.distributed import DistributedCallback
 from plugins.early_stopping import EarlyStoppingCallback
 from plugins.finite_check import FiniteCheckCallback, NonFiniteLossError
 from plugins.json_logger import JSONLogger
@@ -27,6 +28,7 @@ __all__ = [
     "CSVLogger",
     "CheckpointCallback",
     "ConsoleLogger",
+    "DistributedCallback",
     "EarlyStoppingCallback",
     "FiniteCheckCallback",
     "JSONLogger",

@@ -13,6 +13,7 @@ import torch
 
 import plugins
 from eventrunner import Callback, FunctionCallback, Order, cli, compose, config, registry
+from eventrunner.settings import TrainSettings
 from eventrunner.testing import EventRecorder, fake_runner, fire, tiny_run
 
 # What the user has installed besides eventrunner must not change what these tests see.
@@ -75,7 +76,8 @@ def test_builtins_are_registered_by_entry_point():
 
 def test_every_default_kind_that_train_composes_is_registered():
     runner = fake_runner(optimizer=object(), scheduler=object())
-    kinds = compose.default_kinds(runner, overfit=True, verbose=True, console=True)
+    settings = TrainSettings(loaders={"train": [{}]}, overfit=True, verbose=True, profile=True)
+    kinds = compose.default_kinds(runner, settings)
     missing = [kind for kind in kinds if kind not in registry.available()]
     assert missing == []
 

@@ -44,6 +44,8 @@ from eventrunner.data.prefetch import MAX_PREFETCH
 from eventrunner.events import Callback, EventBus, LoaderFilter
 from eventrunner.rng import seed_everything
 from eventrunner.runner import Runner
+from eventrunner.settings import TrainSettings
+from eventrunner.settings import field_names as settings_fields
 
 TARGET = "_target_"
 ARGS = "_args_"
@@ -725,8 +727,7 @@ def check_train(node: Any, runner: Runner, loader_names: Iterable[str]) -> dict[
     node = {} if node is None else node
     if not isinstance(node, Mapping):
         raise ConfigError("train", "a mapping of runner.train() arguments", _found(node))
-    signature = inspect.signature(type(runner).compose)
-    allowed = [p for p in signature.parameters if p != "self" and p not in _FROM_SECTIONS]
+    allowed = [name for name in settings_fields() if name not in _FROM_SECTIONS]
     for key in node:
         if key in _FROM_SECTIONS:
             raise ConfigError(
@@ -739,7 +740,7 @@ def check_train(node: Any, runner: Runner, loader_names: Iterable[str]) -> dict[
                 f"unknown key {key!r}",
                 hint=_close(str(key), allowed),
             )
-    hints = _type_hints(type(runner).compose)
+    hints = _type_hints(TrainSettings)
     for key, value in node.items():
         if key in hints:
             _check_type(f"train.{key}", value, hints[key])

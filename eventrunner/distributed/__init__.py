@@ -8,15 +8,15 @@ metrics are shared between ranks.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -113,14 +113,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 # ------------------------------------------------------------------ process-group lifecycle
-
-
-def _run_device(runner: Any, device: Any) -> torch.device:
-    """The device of this rank: an explicit index is kept, a bare ``cuda`` gets LOCAL_RANK."""
-    chosen = torch.device(device) if device is not None else runner.device
-    if chosen.type == "cuda" and (device is None or chosen.index is None):
-        chosen = torch.device("cuda", get_local_rank())
-    return chosen
 
 
 _rendezvous: dict[str, Any] = {}
@@ -222,43 +214,37 @@ def shutdown_process_group(
         dist.destroy_process_group()
 
 
-T = TypeVar("T")
-
-
+@contextlib.contextmanager
 def process_group_scope(
-    atrain: Callable[..., Awaitable[T]],
-) -> Callable[..., Awaitable[T]]:
-    """Decorates ``Runner.atrain``: starts the process group when asked, and always tears down
-    the group it started, also on errors.
+    ddp: bool | None,
+    device: str | torch.device | None,
+    default_device: torch.device,
+    timeout: timedelta = timedelta(seconds=DEFAULT_DDP_TIMEOUT_S),
+) -> Iterator[torch.device]:
+    """Around one ``train()``: starts the process group when asked, yields the device this rank
+    trains on, and always tears down the group it started, also on errors.
 
     ``ddp=None`` (default) starts one under torchrun; ``ddp=True`` always (a world of one
     outside torchrun); ``ddp=False`` never. A group the caller started is used, never destroyed
-    (``ddp_timeout`` applies to groups started here). On CUDA each rank trains on
-    ``cuda:LOCAL_RANK`` unless ``device=`` names an index.
+    (``timeout`` applies to groups started here). On CUDA each rank trains on
+    ``cuda:LOCAL_RANK`` unless ``device`` names an index.
     """
-
-    @functools.wraps(atrain)
-    async def wrapper(runner: Any, **kwargs: Any) -> T:
-        ddp = kwargs.get("ddp")
-        if ddp not in (None, True, False):
-            raise TypeError(f"ddp must be True, False or None (auto under torchrun), got {ddp!r}")
-        timeout = as_timeout(kwargs.get("ddp_timeout", DEFAULT_DDP_TIMEOUT_S))
-        created = False
-        if ddp is not False and (is_dist_ready() or ddp or launched_by_torchrun()):
-            kwargs["device"] = _run_device(runner, kwargs.get("device"))
-            if not is_dist_ready():
-                init_process_group(kwargs["device"], timeout)
-                created = True
-        finished = False
-        try:
-            result = await atrain(runner, **kwargs)
-            finished = True
-            return result
-        finally:
-            if created:
-                shutdown_process_group(wait=finished, timeout=timeout)
-
-    return wrapper
+    chosen = torch.device(device) if device is not None else default_device
+    if ddp is False or not (is_dist_ready() or ddp or launched_by_torchrun()):
+        yield chosen
+        return
+    if chosen.type == "cuda" and (device is None or chosen.index is None):
+        chosen = torch.device("cuda", get_local_rank())
+    created = not is_dist_ready()
+    if created:
+        init_process_group(chosen, timeout)
+    finished = False
+    try:
+        yield chosen
+        finished = True
+    finally:
+        if created:
+            shutdown_process_group(wait=finished, timeout=timeout)
 
 
 def ddp_active(ddp: bool | None) -> bool:
