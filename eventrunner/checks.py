@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -23,3 +25,25 @@ def positive_int(value: Any, what: str, *, optional: bool = False) -> Any:
         allowed = "a positive int or None" if optional else "a positive int"
         raise ValueError(f"{what} must be {allowed}, got {value!r}")
     return value
+
+
+def positive_number(value: Any, what: str, *, optional: bool = False) -> float | None:
+    """``value`` as a float when it is a finite number > 0 (or None, if ``optional``); a
+    ValueError naming ``what`` otherwise."""
+    if value is None and optional:
+        return None
+    if not is_number(value) or not (math.isfinite(value) and value > 0):
+        allowed = "a positive number or None" if optional else "a positive number"
+        raise ValueError(f"{what} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+def require_loaders(
+    names: Iterable[str], loaders: Iterable[str], what: str, hint: str = ""
+) -> None:
+    """A ValueError ``"<what> 'name' is not among the loaders (...)"`` for unknown loaders."""
+    known = list(loaders)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        which = ", ".join(map(repr, unknown))
+        raise ValueError(f"{what} {which} is not among the loaders ({', '.join(known)}){hint}")

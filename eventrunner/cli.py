@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import eventrunner
 from eventrunner import registry
+from eventrunner.compose import HiddenPluginsError
 from eventrunner.config import (
     ConfigError,
     build,
@@ -128,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with import_paths(args.config):
                 return _run(args.config, args.example, overrides, args.dry_run)
         return _plugins(args.names)
-    except (ConfigError, FileNotFoundError, LogdirInUseError) as error:
-        # A refused run (bad config, missing file, a logdir holding a run) is a message, not
-        # a traceback; the error says what to pass instead.
+    except (ConfigError, FileNotFoundError, LogdirInUseError, HiddenPluginsError) as error:
+        # A refused run (bad config, missing file, a logdir holding a run, a 'plugins' of the
+        # user's hiding the built-ins) is a message, not a traceback; it says what to do.
         _error(str(error))
         return 2
     except KeyboardInterrupt:
@@ -153,9 +154,10 @@ def _run(config: str | None, example: str | None, overrides: list[str], dry_run:
     try:
         config = load_config(path, overrides)
         _progress_bars_on_a_terminal(config)
-        experiment = build(config)
-        # Compose once here: config errors surface before the summary and any batch.
-        pipeline = experiment.describe() if dry_run else experiment.compose()
+        experiment = build(config)  # raises every config error, before the summary
+        if dry_run:
+            # A run is composed (and seeded) once: here for a dry run, else by train() alone.
+            pipeline = experiment.describe()
     except ConfigError as error:
         _error(f"{label}: {error}")
         return 2

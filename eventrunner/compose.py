@@ -7,7 +7,8 @@ only when absent, the same way).
 
 The built-ins are the top-level package ``plugins``, next to ``eventrunner``. A folder of your
 own called ``plugins`` earlier on ``sys.path`` (the script's folder comes first) hides it: that
-is refused with an error naming both folders; call yours something else (``my_plugins``).
+is refused with a :class:`HiddenPluginsError` naming both folders; call yours something else
+(``my_plugins``).
 """
 
 from __future__ import annotations
@@ -28,16 +29,20 @@ if TYPE_CHECKING:
 _BUILTINS_FOLDER = Path(__file__).resolve().parent.parent / "plugins"
 
 
+class HiddenPluginsError(ImportError):
+    """``import plugins`` found a package or module of the user's, not the built-ins."""
+
+
 def builtin_plugins() -> ModuleType:
-    """The built-in ``plugins`` package; an ImportError when another one hides it."""
+    """The built-in ``plugins`` package; a :class:`HiddenPluginsError` when another hides it."""
     module = importlib.import_module("plugins")
     found = getattr(module, "__file__", None)
     if found is None or Path(found).resolve().parent != _BUILTINS_FOLDER:
         where = found or ", ".join(getattr(module, "__path__", [])) or repr(module)
-        raise ImportError(
+        raise HiddenPluginsError(
             f"'import plugins' found {where}, not eventrunner's built-in subscribers in "
-            f"{_BUILTINS_FOLDER}: a folder of yours called 'plugins' comes first on sys.path; "
-            "rename it (e.g. my_plugins)"
+            f"{_BUILTINS_FOLDER}: a package or module of yours called 'plugins' comes first "
+            "on sys.path; rename it (e.g. my_plugins)"
         )
     return module
 

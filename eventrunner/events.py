@@ -12,32 +12,37 @@ The loop, as pseudocode; each ``<name>`` is an event published on the bus::
                 runner.handle_batch(batch)            # sets runner.output, runner.batch_metrics
                 <batch_end>                           # metrics 10..20, backward 30, step 40, ...
             <loader_end>                              # loader_metrics final after order 20
-        <epoch_end>                                   # scheduler 50, selection 60, early stop 65
+        <epoch_end>                                   # scheduler 50, selection 60, early stop 65,
+                                                      # loggers 80, checkpoint 90
         if runner.need_early_stop: break
     <experiment_end>
 
     on any exception: <exception>, then <experiment_end>, then the exception propagates.
 
-Subscribers run in ascending ``order``; ties keep registration order. blinker promises no
-order, so the bus keeps its own: a tuple sorted by ``(order, registration)`` per event,
-rebuilt on (dis)connect and walked in a plain loop on send.
+Subscribers run in ascending ``order``; ties keep registration order: a tuple sorted by
+``(order, registration)`` per event, rebuilt on (dis)connect and walked in a plain loop. Each
+event is also a public blinker signal (:mod:`eventrunner.signals`), sent after the event's
+subscribers, for code that observes runs. A subscriber declares the run state it writes
+(``Callback.writes``); two that write the same field on the same event with the same order
+are refused before the first batch (:meth:`EventBus.check_writes`).
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-import blinker
-
 from eventrunner.checks import positive_int
+from eventrunner.writes import check_conflicts, check_fields, declared_writes
 
 if TYPE_CHECKING:
-    from eventrunner.runner import Runner
+    import blinker
+
+    from eventrunner.state import RunState
 
 EXPERIMENT_START = "experiment_start"
 EPOCH_START = "epoch_start"
@@ -75,10 +80,12 @@ class Order(IntEnum):
     BACKWARD = 30
     OPTIMIZER = 40
     SCHEDULER = 50
-    CHECKPOINT = 60
+    SELECTION = 60
     EARLY_STOPPING = 65
     USER = 70
     LOGGING = 80
+    #: After everything an epoch does (loggers included): epoch e's checkpoint is e's state.
+    CHECKPOINT = 90
     EXTERNAL = 100
 
 
@@ -120,7 +127,7 @@ class Subscription:
     """One handler connected to one event, with its place in the order and its filters."""
 
     event: str
-    handler: Callable[[Runner], Any]
+    handler: Callable[[RunState], Any]
     order: int
     seq: int
     name: str
@@ -129,6 +136,9 @@ class Subscription:
     is_async: bool = False
     background: bool = False
     snapshot_batch: bool = False
+    #: The run-state fields this handler writes (``"loader_metrics"`` or one key of it,
+    #: ``"loader_metrics.accuracy"``); see :mod:`eventrunner.writes`.
+    writes: frozenset[str] = frozenset()
 
     def fires_for(self, event: str, loader_key: str | None, epoch_step: int) -> bool:
         """Whether the loader and frequency filters let a non-batch event through."""
@@ -152,6 +162,8 @@ class Subscription:
             flags.append("background")
         elif self.is_async:
             flags.append("async")
+        if self.writes:
+            flags.append(f"writes={','.join(sorted(self.writes))}")
         return f"{self.name} ({', '.join(flags)})"
 
 
@@ -168,25 +180,25 @@ def _check_every(every: int | None, owner: str) -> int | None:
 class EventBus:
     """Publishes the loop's events to subscribers, in a deterministic order.
 
-    Each bus owns a private blinker ``Namespace`` whose signals hold receivers strongly
-    (``weak=False``: lambdas and bound methods of temporary objects must not vanish).
+    The subscribers of one run; the public blinker signals (:mod:`eventrunner.signals`)
+    are shared by every run in the process and sent after them.
     """
 
     def __init__(self) -> None:
-        self._namespace = blinker.Namespace()
-        self._signals = {event: self._namespace.signal(event) for event in EVENTS}
         self._subscriptions: dict[str, list[Subscription]] = {event: [] for event in EVENTS}
         self._sorted: dict[str, tuple[Subscription, ...]] = {event: () for event in EVENTS}
         self._seq = itertools.count()
 
     def signal(self, event: str) -> blinker.NamedSignal:
-        """The blinker signal behind an event (read-only use: connect through the bus)."""
-        return self._signals[_check_event(event)]
+        """The public blinker signal of an event (:mod:`eventrunner.signals`)."""
+        from eventrunner.signals import SIGNALS  # that module imports this one
+
+        return SIGNALS[_check_event(event)]
 
     def connect(
         self,
         event: str,
-        handler: Callable[[Runner], Any],
+        handler: Callable[[RunState], Any],
         *,
         order: int = Order.USER,
         loaders: str | Iterable[str] | None = None,
@@ -194,11 +206,13 @@ class EventBus:
         background: bool = False,
         snapshot_batch: bool = False,
         name: str | None = None,
+        writes: Iterable[str] = (),
     ) -> Subscription:
         """Connect a function ``handler(runner)`` (sync or ``async def``) to ``event``.
 
         ``background=True`` runs it on the background worker, on a snapshot of the runner
-        that holds the batch and output only with ``snapshot_batch=True``.
+        that holds the batch and output only with ``snapshot_batch=True``. ``writes`` names
+        the run-state fields it writes (checked by :meth:`check_writes`).
         """
         _check_event(event)
         if not callable(handler):
@@ -215,39 +229,49 @@ class EventBus:
             is_async=_is_async(handler),
             background=background,
             snapshot_batch=snapshot_batch,
+            writes=check_fields(writes, label),
         )
-        self._signals[event].connect(handler, weak=False)
         self._subscriptions[event].append(sub)
         self._resort(event)
         return sub
 
     def disconnect(self, subscription: Subscription) -> None:
-        subs = self._subscriptions[subscription.event]
-        subs.remove(subscription)
-        if not any(s.handler == subscription.handler for s in subs):
-            self._signals[subscription.event].disconnect(subscription.handler)
+        self._subscriptions[subscription.event].remove(subscription)
         self._resort(subscription.event)
 
     def subscribe(self, callback: Callback) -> list[Subscription]:
-        """Connect every ``on_<event>`` method that ``callback``'s class defines."""
-        label = callback.describe_name()
-        return [
-            self.connect(
-                event,
-                handler,
-                order=callback.order,
-                loaders=callback.loader_filter,
-                every=callback.every,
-                background=callback.background,
-                snapshot_batch=callback.snapshot_batch,
-                name=label,
+        """Connect every ``on_<event>`` method that ``callback``'s class (and each of its
+        :meth:`~Callback.parts`) defines."""
+        subscriptions = []
+        for part in callback.parts():
+            label = part.describe_name()
+            writes = declared_writes(part)
+            subscriptions.extend(
+                self.connect(
+                    event,
+                    handler,
+                    order=part.order,
+                    loaders=part.loader_filter,
+                    every=part.every,
+                    background=part.background,
+                    snapshot_batch=part.snapshot_batch,
+                    name=label,
+                    writes=writes.get(event, ()),
+                )
+                for event, handler in part.handlers().items()
             )
-            for event, handler in callback.handlers().items()
-        ]
+        return subscriptions
 
     def subscriptions(self, event: str) -> tuple[Subscription, ...]:
         """The subscriptions of ``event`` in the order they run."""
         return self._sorted[_check_event(event)]
+
+    def check_writes(self, loader_keys: Iterable[str]) -> None:
+        """Refuse two subscriptions that write one field on one event in no decided order.
+
+        Called by the loop before ``experiment_start``; see :mod:`eventrunner.writes`.
+        """
+        check_conflicts(self._sorted, tuple(loader_keys))
 
     def has_subscribers(self, event: str) -> bool:
         return bool(self._sorted[event])
@@ -256,7 +280,7 @@ class EventBus:
         """Whether any subscription runs on the background worker."""
         return any(sub.background for subs in self._sorted.values() for sub in subs)
 
-    def wrap_handlers(self, wrap: Callable[[Subscription], Callable[[Runner], Any]]) -> None:
+    def wrap_handlers(self, wrap: Callable[[Subscription], Callable[[RunState], Any]]) -> None:
         """Replace each subscription's handler by ``wrap(subscription)``, keeping the order.
 
         For profilers and tracers: the loop compiles its calls from the subscriptions per
@@ -313,6 +337,10 @@ class Callback:
 
     #: Registry name; a user subscriber of the same kind replaces the default one.
     kind: str | None = None
+    #: Run-state fields this subscriber writes: names for every event it handles, or
+    #: ``{event: names}``; a key of a dict field is ``"loader_metrics.accuracy"``. Two
+    #: subscribers with the same ``order`` that write one field on one event are refused.
+    writes: tuple[str, ...] | Mapping[str, tuple[str, ...]] = ()
     #: Run handlers on the background worker instead of in the loop.
     background: bool = False
     #: Background only: the snapshot keeps ``runner.batch`` and ``runner.output`` (memory!).
@@ -331,17 +359,17 @@ class Callback:
         self.loader_filter = LoaderFilter(loaders)
         self.every = _check_every(every, type(self).__name__)
 
-    def on_experiment_start(self, runner: Runner) -> Any: ...
-    def on_epoch_start(self, runner: Runner) -> Any: ...
-    def on_loader_start(self, runner: Runner) -> Any: ...
-    def on_batch_start(self, runner: Runner) -> Any: ...
-    def on_batch_end(self, runner: Runner) -> Any: ...
-    def on_loader_end(self, runner: Runner) -> Any: ...
-    def on_epoch_end(self, runner: Runner) -> Any: ...
-    def on_experiment_end(self, runner: Runner) -> Any: ...
-    def on_exception(self, runner: Runner) -> Any: ...
+    def on_experiment_start(self, runner: RunState) -> Any: ...
+    def on_epoch_start(self, runner: RunState) -> Any: ...
+    def on_loader_start(self, runner: RunState) -> Any: ...
+    def on_batch_start(self, runner: RunState) -> Any: ...
+    def on_batch_end(self, runner: RunState) -> Any: ...
+    def on_loader_end(self, runner: RunState) -> Any: ...
+    def on_epoch_end(self, runner: RunState) -> Any: ...
+    def on_experiment_end(self, runner: RunState) -> Any: ...
+    def on_exception(self, runner: RunState) -> Any: ...
 
-    def handlers(self) -> dict[str, Callable[[Runner], Any]]:
+    def handlers(self) -> dict[str, Callable[[RunState], Any]]:
         """The bound ``on_<event>`` methods that this object's class overrides."""
         found = {}
         for event in EVENTS:
@@ -352,6 +380,15 @@ class Callback:
 
     def describe_name(self) -> str:
         return type(self).__name__
+
+    def parts(self) -> tuple[Callback, ...]:
+        """The subscribers this one is made of, each with its own order: ``(self,)``.
+
+        A subscriber with two jobs on one event at different orders (a checkpoint records
+        its epoch with model selection, at 60, and saves after everything else, at 90)
+        returns a helper part besides itself; only ``self`` is saved in checkpoints.
+        """
+        return (self,)
 
     def state_dict(self) -> dict[str, Any]:
         """State to save in checkpoints (plain Python values and tensors)."""
@@ -367,24 +404,27 @@ class Callback:
 class FunctionCallback(Callback):
     """A plain function ``fn(runner)`` subscribed to one event.
 
-    Example: ``FunctionCallback("epoch_end", lambda runner: print(runner.epoch_step))``.
+    Example: ``FunctionCallback("epoch_end", lambda runner: print(runner.epoch_step))``;
+    ``writes=("loader_metrics.f1",)`` declares what it writes (see :mod:`eventrunner.writes`).
     """
 
     def __init__(
         self,
         event: str,
-        fn: Callable[[Runner], Any],
+        fn: Callable[[RunState], Any],
         order: int = Order.USER,
         loaders: str | Iterable[str] | None = None,
         every: int | None = None,
+        writes: Iterable[str] = (),
     ) -> None:
         super().__init__(order=order, loaders=loaders, every=every)
         self.event = _check_event(event)
         if not callable(fn):
             raise TypeError(f"FunctionCallback({event!r}): expected a callable, got {fn!r}")
         self.fn = fn
+        self.writes = (writes,) if isinstance(writes, str) else tuple(writes)
 
-    def handlers(self) -> dict[str, Callable[[Runner], Any]]:
+    def handlers(self) -> dict[str, Callable[[RunState], Any]]:
         return {self.event: self.fn}
 
     def describe_name(self) -> str:

@@ -7,6 +7,7 @@ loader end.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -34,23 +35,42 @@ def accuracy(
         raise ValueError(f"accuracy: topk must be in [1, {num_classes}], got {topk}")
     if targets.shape == logits.shape:
         targets = targets.argmax(dim=-1)
+    if topk == (1,):  # the common case, in the fewest tensor ops (the same value)
+        hits = logits.argmax(dim=-1).eq(targets.reshape(-1))
+        return [hits.sum(dtype=torch.float32).div_(hits.shape[0])]
     targets = targets.reshape(-1, 1)
-    max_k = max(topk)
-    if max_k == 1:
-        hits = logits.argmax(dim=-1, keepdim=True).eq(targets)
-    else:
-        hits = logits.topk(max_k, dim=-1).indices.eq(targets)
+    hits = logits.topk(max(topk), dim=-1).indices.eq(targets)
     # One reduction for every k: the hit rate at each rank, accumulated over the ranks.
     rates = hits.sum(dim=0, dtype=torch.float32).cumsum_(0).div_(targets.shape[0])
     return [rates[k - 1] for k in topk]
 
 
+def as_number(value: Any) -> float | int | None:
+    """The one rule for "a scalar metric": a Python or NumPy number (not a bool), or a
+    one-element tensor or array of a non-bool dtype, as a Python number; None for the rest.
+
+    Reading a tensor on an accelerator syncs: callers do it at loader or epoch end, or every
+    N batches, never per batch.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool:
+            return None
+        return value.item()  # works with grad and any one-element shape
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype == np.bool_:
+            return None
+        value = value.reshape(()).item()
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    return value if isinstance(value, int | float) else float(value)
+
+
 class WeightedMeans:
     """Means of scalar metrics weighted by batch size: ``Σ vᵢ·nᵢ / Σ nᵢ`` per name.
 
-    Scalars are Python (and NumPy) numbers and one-element tensors and arrays (with or without
-    grad); anything else is skipped. Skipped tensors and arrays are noted in ``non_scalar``
-    (name -> the first shape seen), so that callers can say why a metric is missing.
+    Scalars are what :func:`as_number` accepts (with or without grad); anything else is
+    skipped. Skipped tensors and arrays of several values are noted in ``non_scalar`` (name ->
+    the first shape seen), so that callers can say why a metric is missing.
     """
 
     __slots__ = ("counts", "non_scalar", "sums")
@@ -63,32 +83,22 @@ class WeightedMeans:
     def update(self, metrics: Mapping[str, Any], weight: int) -> None:
         sums, counts = self.sums, self.counts
         for name, value in metrics.items():
-            if isinstance(value, torch.Tensor):
-                if value.numel() != 1:
-                    if name not in self.non_scalar:  # only this lookup per batch and key
-                        self.non_scalar[name] = tuple(value.shape)
-                    continue
-                if value.is_cpu:
-                    value = value.item()
+            if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_cpu:
+                # On an accelerator: summed on the device, read once at compute().
+                total = sums.get(name)
+                if total is None:
+                    sums[name] = value.detach().double().reshape(()) * weight
                 else:
-                    total = sums.get(name)
-                    if total is None:
-                        sums[name] = value.detach().double().reshape(()) * weight
-                    else:
-                        total.add_(value.detach().reshape(()), alpha=weight)
-                    counts[name] = counts.get(name, 0) + weight
-                    continue
-            elif isinstance(value, bool) or not isinstance(value, int | float):
-                # NumPy scalars (np.float32 from sklearn/numpy metrics) are numbers too.
-                if isinstance(value, np.ndarray):
-                    if value.size != 1:
-                        self.non_scalar.setdefault(name, value.shape)
-                        continue
-                    value = value.reshape(()).item()  # np.array(0.5): a scalar all the same
-                if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-                    continue
-                value = float(value)
-            sums[name] = sums.get(name, 0.0) + value * weight
+                    total.add_(value.detach().reshape(()), alpha=weight)
+                counts[name] = counts.get(name, 0) + weight
+                continue
+            number = as_number(value)
+            if number is None:
+                shape = getattr(value, "shape", None)  # a tensor or array of several values
+                if shape is not None and math.prod(shape) != 1 and name not in self.non_scalar:
+                    self.non_scalar[name] = tuple(shape)
+                continue
+            sums[name] = sums.get(name, 0.0) + number * weight
             counts[name] = counts.get(name, 0) + weight
 
     def compute(self) -> dict[str, float]:

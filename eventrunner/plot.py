@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eventrunner.checkpoint import atomic_file
+
 PANEL_WIDTH_IN = 5.0
 PANEL_HEIGHT_IN = 3.6
 TITLE_HEIGHT_IN = 0.5
@@ -201,7 +203,8 @@ def plot_logdir(
         handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False
     )
     output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=dpi, format="png")
+    with atomic_file(output) as file:  # a reader never sees half a PNG
+        figure.savefig(file, dpi=dpi, format="png")
     return output
 
 

@@ -68,7 +68,7 @@ _Result = TypeVar("_Result")
 
 def autocast(runner: Any) -> contextlib.AbstractContextManager[Any]:
     """The autocast context of one forward (a no-op without ``amp``); enter it per batch."""
-    dtype = getattr(runner, "amp_dtype", None)
+    dtype = runner.amp_dtype
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(runner.device.type, dtype=dtype)

@@ -1,10 +1,13 @@
 """Subscribers by name: the ``eventrunner.plugins`` entry-point group, or an import path.
 
-Built-ins are registered by this project's own ``pyproject.toml``, exactly as a third-party
-package registers its own::
+A third-party package registers its subscribers in its ``pyproject.toml``::
 
     [project.entry-points."eventrunner.plugins"]
     my_logger = "mypkg.callbacks:MyLogger"
+
+This project registers its built-ins the same way; a source checkout that is not installed
+has no entry points, so the built-ins are also found by their ``kind`` in the ``plugins``
+package (:func:`eventrunner.compose.builtin_plugins`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from eventrunner.compose import builtin_plugins
+from eventrunner.events import Callback
+
 ENTRY_POINT_GROUP = "eventrunner.plugins"
 
 
@@ -26,12 +32,26 @@ def available() -> dict[str, EntryPoint]:
     """Registered subscriber names and their entry points, sorted by name.
 
     When two installed distributions register the same name, the first one found on
-    ``sys.path`` wins (as Python's own import does).
+    ``sys.path`` wins (as Python's own import does); a built-in fills in a name that no
+    installed distribution registers.
     """
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep)
+    for name, ep in _builtins().items():
+        found.setdefault(name, ep)
     return dict(sorted(found.items()))
+
+
+def _builtins() -> dict[str, EntryPoint]:
+    """The built-in subscribers by ``kind``, as entry points of no distribution."""
+    package = builtin_plugins()
+    classes = [getattr(package, name) for name in package.__all__]
+    return {
+        cls.kind: EntryPoint(cls.kind, f"{cls.__module__}:{cls.__qualname__}", ENTRY_POINT_GROUP)
+        for cls in classes
+        if inspect.isclass(cls) and issubclass(cls, Callback) and cls.kind
+    }
 
 
 def refresh() -> None:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from eventrunner.checks import is_int
+
 log = logging.getLogger("eventrunner")
 
 # Attributes through which a loader reaches its generators: DataLoader (generator, sampler,
@@ -34,7 +36,7 @@ _MAX_DEPTH = 8
 
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)

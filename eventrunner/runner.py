@@ -11,8 +11,7 @@ import contextlib
 import copy
 import inspect
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,13 @@ import torch
 from torch import nn
 
 from eventrunner import checkpoint, compose, distributed, precision
+from eventrunner.accumulation import AccumulationWindow
 from eventrunner.asyncio_bridge import interrupts_raise, run_sync
 from eventrunner.background import BackgroundWorker
 from eventrunner.data.loaders import loader_kind, loader_length
 from eventrunner.data.prefetch import Prefetcher, move_to_device
-from eventrunner.dispatch import compile_calls
+from eventrunner.data.tensors import leading_dim
+from eventrunner.dispatch import Call, compile_calls
 from eventrunner.events import (
     BATCH_END,
     BATCH_START,
@@ -38,22 +39,15 @@ from eventrunner.events import (
     Callback,
     EventBus,
 )
+from eventrunner.inference import InferenceMixin
 from eventrunner.logdir import check_new_run
+from eventrunner.metrics import WeightedMeans
 from eventrunner.rng import seed_everything
 from eventrunner.settings import Selection, TrainSettings
 from eventrunner.settings import signature as settings_signature
+from eventrunner.signals import SIGNALS
 
 log = logging.getLogger("eventrunner")
-
-
-def _leading_dim(batch: Mapping[str, Any]) -> int:
-    for value in batch.values():
-        if isinstance(value, torch.Tensor):
-            return value.shape[0] if value.ndim else 1
-    for value in batch.values():
-        if isinstance(value, Mapping):
-            return _leading_dim(value)
-    return 1
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -62,7 +56,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-class Runner:
+class Runner(InferenceMixin):
     """A training loop over dict batches; subclass it and write :meth:`handle_batch`.
 
     Example::
@@ -101,21 +95,15 @@ class Runner:
         self.logdir: Path | None = None
         self.settings: TrainSettings | None = None
         self.selection = Selection("valid", "loss", True, False, False)
-        self.prefetch = 2
-        self.resume: str | Path | None = None
-        self.overwrite_logdir = False
-        self.load_best_on_end = False
-        self.overfit = False
-        self.verbose = False
         self._worker: BackgroundWorker | None = None
         self._prefetcher = Prefetcher()
+        self._prefetch = 2  # batches ahead: train(prefetch=)
         # Scale and precision (SPEC 10), set by train(); read by the DDP/backward subscribers.
         self.ddp = False
-        self.ddp_kwargs: dict[str, Any] = {}
-        self.ddp_timeout = timedelta(seconds=distributed.DEFAULT_DDP_TIMEOUT_S)
         self.amp_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self.accumulation_steps = 1
+        self.accumulation = AccumulationWindow()
         self.grad_clip_norm: float | None = None
         self.grad_clip_value: float | None = None
         self._reset_counters()
@@ -133,6 +121,7 @@ class Runner:
         self.batch_size = 0
         self.output: Any = None
         self.batch_metrics: dict[str, Any] = {}
+        self.running_metrics = WeightedMeans()
         self.loader_metrics: dict[str, Any] = {}
         self.epoch_metrics: dict[str, dict[str, Any]] = {}
         # loader -> {batch_metrics key: shape} of its last pass's non-scalars (not aggregated).
@@ -203,11 +192,11 @@ class Runner:
             settings.ddp, settings.device, self.device, settings.timeout
         ) as device:
             self.compose(settings.replace(device=device) if device != self.device else settings)
-            check_new_run(self.logdir, overwrite=self.overwrite_logdir, resume=self.resume)
-            if self.resume is not None:
+            check_new_run(self.logdir, overwrite=settings.overwrite, resume=settings.resume)
+            if settings.resume is not None:
                 # After seeding (RNG states are restored over the seed), before
                 # experiment_start (every subscriber starts from the resumed counters and states).
-                checkpoint.restore_run(self, self.resume)
+                checkpoint.restore_run(self, settings.resume)
             with interrupts_raise():  # Ctrl-C stops the loop where it is, not at its next await
                 await self._run_experiment()
 
@@ -228,6 +217,8 @@ class Runner:
         self.bus = EventBus()
         for callback in self.callbacks:
             self.bus.subscribe(callback)
+        # Before any batch (and in --dry-run): two writers of one field in no decided order.
+        self.bus.check_writes(self.loaders)
         return self.bus
 
     def _configure(self, settings: TrainSettings) -> None:
@@ -245,20 +236,14 @@ class Runner:
         self.num_epochs = settings.num_epochs
         self.selection = settings.selection
         self.logdir = Path(settings.logdir) if settings.logdir is not None else None
-        self.prefetch = settings.prefetch
-        self.resume = settings.resume
-        self.overwrite_logdir = settings.overwrite
-        self.load_best_on_end = settings.load_best_on_end
-        self.overfit = settings.overfit
-        self.verbose = settings.verbose
+        self._prefetch = settings.prefetch
         self.ddp = distributed.ddp_active(settings.ddp)
-        self.ddp_kwargs = dict(settings.ddp_kwargs or {})
-        self.ddp_timeout = settings.timeout
         self.amp_dtype = precision.resolve_amp(settings.amp, self.device)
         self.scaler = precision.grad_scaler(self.amp_dtype, self.device)
         self.accumulation_steps = settings.accumulation_steps
         self.grad_clip_norm = settings.grad_clip_norm
         self.grad_clip_value = settings.grad_clip_value
+        self.accumulation = AccumulationWindow()
         self._reset_counters()
         self.model.to(self.device)
         if isinstance(self.criterion, nn.Module):
@@ -278,27 +263,32 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
 
-    async def _publish(self, event: str) -> None:
-        calls, awaits = compile_calls(
-            event, self.bus.subscriptions(event), self.loader_key, self.epoch_step, self._worker
+    def _calls(self, event: str) -> tuple[tuple[Call, ...], bool]:
+        """The calls ``event`` makes now (subscribers in order, then its signal's receivers),
+        and whether one of them must be awaited: the one place the loop compiles them."""
+        return compile_calls(
+            event,
+            self.bus.subscriptions(event),
+            self.loader_key,
+            self.epoch_step,
+            self._worker,
+            SIGNALS[event],
         )
-        for call in calls:
-            result = call(self)
-            if awaits and inspect.isawaitable(result):
-                await result
 
-    def _calls(self, event: str) -> tuple[Any, ...]:
-        calls, _ = compile_calls(
-            event, self.bus.subscriptions(event), self.loader_key, self.epoch_step, self._worker
-        )
-        return calls
+    async def _publish(self, event: str) -> None:
+        calls, awaits = self._calls(event)
+        if awaits:
+            await _call_all(calls, self)
+        else:
+            for call in calls:
+                call(self)
 
     async def _publish_after_failure(
         self, event: str, error: BaseException, calls: tuple[Any, ...] | None = None
     ) -> None:
         # Every handler gets its turn (loggers must close, files flush); their own errors are
         # logged and noted on the original exception, which is the one that propagates.
-        for call in self._calls(event) if calls is None else calls:
+        for call in self._calls(event)[0] if calls is None else calls:
             try:
                 result = call(self)
                 if inspect.isawaitable(result):
@@ -310,7 +300,7 @@ class Runner:
         """``experiment_end`` of a run that did not fail. A handler that fails here (the final
         save on a full disk) makes it a failed run: ``exception`` is published, the handlers
         after it still get their ``experiment_end``, and its error propagates."""
-        calls = self._calls(EXPERIMENT_END)
+        calls, _ = self._calls(EXPERIMENT_END)
         for position, call in enumerate(calls):
             try:
                 result = call(self)
@@ -357,13 +347,20 @@ class Runner:
                 raise
             _note_secondary(error, "background subscriber", secondary)
 
+    @contextlib.asynccontextmanager
+    async def _events(self, start: str, end: str) -> AsyncIterator[None]:
+        """``<start>``, the body, ``<end>``: the shape of the epoch and loader levels (a failing
+        body skips ``<end>``; the experiment level's failure path handles it)."""
+        await self._publish(start)
+        yield
+        await self._publish(end)
+
     async def _run_epoch(self) -> None:
         self.epoch_step += 1
         self.epoch_metrics = {}
-        await self._publish(EPOCH_START)
-        for loader_key, loader in self.loaders.items():
-            await self._run_loader(loader_key, loader)
-        await self._publish(EPOCH_END)
+        async with self._events(EPOCH_START, EPOCH_END):
+            for loader_key, loader in self.loaders.items():
+                await self._run_loader(loader_key, loader)
         if self._worker is not None:
             self._worker.wait(up_to_epoch=self.epoch_step - 1)
 
@@ -377,6 +374,7 @@ class Runner:
         self.loader_batch_step = 0
         self.loader_sample_step = 0
         self.loader_batch_len = loader_length(loader)
+        self.running_metrics = WeightedMeans()
         self.loader_metrics = {}
 
     def _prepare_batch(self, batch: Any) -> dict[str, Any]:
@@ -389,38 +387,32 @@ class Runner:
         self._set_loader(loader_key, loader)
         self.model.train(self.is_train_loader)
         with torch.set_grad_enabled(self.is_train_loader):
-            await self._publish(LOADER_START)
-            await self._run_batches()
-            if self.loader_batch_step == 0:
-                used_up = (
-                    " (an iterator is used up after one pass)"
-                    if isinstance(loader, Iterator)
-                    else ""
-                )
-                raise ValueError(f"loader {loader_key!r} yielded no batches{used_up}")
-            await self._publish(LOADER_END)
+            async with self._events(LOADER_START, LOADER_END):
+                await self._run_batches()
+                if self.loader_batch_step == 0:
+                    used_up = (
+                        " (an iterator is used up after one pass)"
+                        if isinstance(loader, Iterator)
+                        else ""
+                    )
+                    raise ValueError(f"loader {loader_key!r} yielded no batches{used_up}")
 
     async def _run_batches(self) -> None:
-        subs = self.bus.subscriptions
-        starts, starts_await = compile_calls(
-            BATCH_START, subs(BATCH_START), self.loader_key, self.epoch_step, self._worker
-        )
-        ends, ends_await = compile_calls(
-            BATCH_END, subs(BATCH_END), self.loader_key, self.epoch_step, self._worker
-        )
+        starts, starts_await = self._calls(BATCH_START)
+        ends, ends_await = self._calls(BATCH_END)
         # Autocast per batch, around handle_batch only (see eventrunner.precision).
         handle_batch = precision.autocast_each_call(
             self.handle_batch, self.device.type, self.amp_dtype
         )
         # Subscribers may replace runner.loader at loader_start (batch limits, samplers).
         with self._prefetcher.batches(
-            self.loader, self.to_dict_batch, self.prefetch, self.device, self.loader_key
+            self.loader, self.to_dict_batch, self._prefetch, self.device, self.loader_key
         ) as batches:
             for batch in batches:
                 self.batch = batch
                 self.output = None
                 self.batch_metrics = {}
-                self.batch_size = size = _leading_dim(batch)
+                self.batch_size = size = leading_dim(batch)
                 self.batch_step += 1
                 self.loader_batch_step += 1
                 self.sample_step += size
@@ -439,76 +431,6 @@ class Runner:
                 else:
                     for call in ends:
                         call(self)
-
-    # ----------------------------------------------------------- evaluation
-
-    def evaluate_loader(
-        self,
-        loader: Iterable[Any],
-        callbacks: Sequence[Callback] | Mapping[str, Callback] | None = None,
-        model: nn.Module | None = None,
-        *,
-        seed: int | None = 42,
-        verbose: bool = False,
-    ) -> dict[str, Any]:
-        """Run one ``valid`` pass over ``loader`` and return its loader metrics."""
-        # Evaluating must not step the LR scheduler (the default one steps at epoch end).
-        scheduler, self.scheduler = self.scheduler, None
-        try:
-            self.train(
-                model=model,
-                loaders={"valid": loader},
-                callbacks=callbacks,
-                num_epochs=1,
-                seed=seed,
-                verbose=verbose,
-                console=False,
-            )
-        finally:
-            self.scheduler = scheduler
-        return dict(self.loader_metrics)
-
-    def predict_batch(self, batch: Any) -> Any:
-        """Forward one batch as the loader yields it and return ``self.output``.
-
-        The batch goes through :meth:`to_dict_batch`, is moved to the device, and
-        :meth:`handle_batch` runs without grad (under autocast with ``amp``). The model is
-        used in the mode it is in: call ``runner.model.eval()`` first, as
-        :meth:`predict_loader` does.
-        """
-        return self._predict_prepared(self._prepare_batch(batch))
-
-    def _predict_prepared(self, batch: dict[str, Any]) -> Any:
-        with torch.no_grad(), precision.autocast(self):
-            self.batch = batch
-            self.output = None
-            self.batch_metrics = {}
-            self.handle_batch(batch)
-        return self.output
-
-    def predict_loader(
-        self, loader: Iterable[Any], model: nn.Module | None = None, *, prefetch: int = 2
-    ) -> Iterator[Any]:
-        """Yield ``self.output`` for each batch of ``loader``, model in eval mode, no grad.
-
-        Batches are converted (:meth:`to_dict_batch`, once) and moved to the device ahead of
-        the forward by the prefetcher; no subscriber runs. Example::
-
-            for output in runner.predict_loader(test_loader):
-                predictions.append(output["logits"].argmax(dim=1).cpu())
-        """
-        if model is not None:
-            self.model = model
-        if self.model is None:
-            raise ValueError("predict_loader() needs a model: pass model=...")
-        self.model.to(self.device).eval()
-        self._set_loader("infer", loader)
-        with self._prefetcher.batches(
-            loader, self.to_dict_batch, prefetch, self.device, "infer"
-        ) as batches:
-            for batch in batches:  # already dicts on the device
-                self.loader_batch_step += 1
-                yield self._predict_prepared(batch)
 
 
 # train(), atrain() and compose() take TrainSettings' fields: show them in help() and IDEs.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from eventrunner.checks import is_int, is_number, positive_int
+from eventrunner.checks import is_int, positive_int, positive_number, require_loaders
 from eventrunner.data.loaders import validate_loaders
 from eventrunner.data.prefetch import check_prefetch
 from eventrunner.distributed import DEFAULT_DDP_TIMEOUT_S, as_timeout
@@ -162,7 +161,7 @@ class TrainSettings:
             if value is not None and (not isinstance(value, str) or not value):
                 raise TypeError(f"{name} must be a name (a non-empty str), got {value!r}")
         for name in ("grad_clip_norm", "grad_clip_value"):
-            _check_limit(name, getattr(self, name))
+            positive_number(getattr(self, name), name, optional=True)
         if self.seed is not None and not is_int(self.seed):
             raise TypeError(f"seed must be an int or None, got {self.seed!r}")
         if self.ddp_kwargs is not None and not isinstance(self.ddp_kwargs, Mapping):
@@ -183,11 +182,8 @@ class TrainSettings:
                 self.minimize_valid_metric,
             ),
         )
-        if self.valid_loader is not None and self.valid_loader not in self.loaders:
-            raise ValueError(
-                f"valid_loader {self.valid_loader!r} is not among the loaders "
-                f"({', '.join(self.loaders)})"
-            )
+        if self.valid_loader is not None:
+            require_loaders((self.valid_loader,), self.loaders, "valid_loader")
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], where: str = "train()") -> TrainSettings:
@@ -245,13 +241,6 @@ def _check_bool(name: str, value: Any, *, optional: bool = False) -> None:
     if not isinstance(value, bool):
         allowed = "True, False or None" if optional else "True or False"
         raise TypeError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _check_limit(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if not is_number(value) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
 
 
 def _alias(name: str, value: Any, alias: str, alias_value: Any) -> Any:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from eventrunner.events import Callback
+    from eventrunner.accumulation import AccumulationWindow
+    from eventrunner.events import Callback, EventBus
     from eventrunner.metrics import WeightedMeans
     from eventrunner.settings import Selection, TrainSettings
 
@@ -25,6 +26,7 @@ WRITABLE_FIELDS: frozenset[str] = frozenset(
     {
         "model",
         "loader",
+        "loaders",
         "output",
         "batch_metrics",
         "batch_size",
@@ -44,12 +46,14 @@ class RunState(Protocol):
 
     Components (set by ``train()``; a DDP subscriber may wrap ``model``):
         ``model``, ``criterion``, ``optimizer``, ``scheduler``, ``scaler`` (fp16 AMP),
-        ``loaders`` (name -> loader), ``callbacks`` (the composed subscribers), ``device``.
+        ``loaders`` (name -> loader), ``callbacks`` (the composed subscribers), ``bus`` (their
+        :class:`~eventrunner.events.EventBus`), ``device``.
     Settings:
         ``settings`` (the frozen :class:`~eventrunner.settings.TrainSettings`), and read-outs
         of it: ``num_epochs``, ``logdir``, ``selection`` (``valid_loader``, ``main_metric``,
         ``minimize_metric``), ``amp_dtype``, ``accumulation_steps``, ``grad_clip_norm``,
-        ``grad_clip_value``, ``ddp``.
+        ``grad_clip_value``, ``ddp``; ``accumulation``, the run's one
+        :class:`~eventrunner.accumulation.AccumulationWindow` (backward and step share it).
     Counters (1-based once running):
         ``epoch_step``, ``batch_step``, ``sample_step`` over the run; ``loader_batch_step``,
         ``loader_sample_step`` and ``loader_batch_len`` (None without ``len``) in a loader pass.
@@ -74,6 +78,7 @@ class RunState(Protocol):
     scaler: torch.amp.GradScaler | None
     loaders: dict[str, Any]
     callbacks: list[Callback]
+    bus: EventBus
     device: torch.device
     settings: TrainSettings
     num_epochs: int
@@ -81,6 +86,7 @@ class RunState(Protocol):
     selection: Selection
     amp_dtype: torch.dtype | None
     accumulation_steps: int
+    accumulation: AccumulationWindow
     grad_clip_norm: float | None
     grad_clip_value: float | None
     ddp: bool

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from eventrunner.metrics import as_number
+
 
 def is_main_process(runner: Any) -> bool:
     """True on rank 0 and in a single process: the rank that writes logs and draws bars.
@@ -34,7 +36,7 @@ def is_main_process(runner: Any) -> bool:
 
 def log_dir(owner: str, logdir: str | os.PathLike[str] | None, runner: Any) -> Path:
     """The logger's own ``logdir``, else the runner's; an error naming ``owner`` when neither."""
-    found = logdir if logdir is not None else getattr(runner, "logdir", None)
+    found = logdir if logdir is not None else runner.logdir
     if found is None:
         raise ValueError(
             f"{owner}: no log directory; pass logdir=... to train() or to {owner}(logdir=...)"
@@ -42,20 +44,6 @@ def log_dir(owner: str, logdir: str | os.PathLike[str] | None, runner: Any) -> P
     path = Path(found)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def as_number(value: Any) -> float | int | None:
-    """A Python number for scalars (numbers, one-element tensors); None for anything else.
-
-    Reading a device tensor syncs: callers do it at loader/epoch end or every N batches only.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.detach().reshape(()).item()
-    return None
 
 
 def scalar_items(metrics: Mapping[str, Any]) -> Iterator[tuple[str, float | int]]:
@@ -97,13 +85,12 @@ def run_hparams(runner: Any) -> dict[str, Any]:
         "loaders": ",".join(runner.loaders),
         "device": str(runner.device),
     }
-    selection = getattr(runner, "selection", None)
-    if selection is not None:
-        hparams.update(
-            valid_loader=selection.loader,
-            main_metric=selection.metric,
-            minimize_metric=selection.minimize,
-        )
+    selection = runner.selection
+    hparams.update(
+        valid_loader=selection.loader,
+        main_metric=selection.metric,
+        minimize_metric=selection.minimize,
+    )
     optimizer = runner.optimizer
     if optimizer is not None and getattr(optimizer, "param_groups", None):
         for key in ("lr", "momentum", "weight_decay"):

@@ -32,7 +32,7 @@ class Watched:
                 f"(loaders: {', '.join(runner.loaders)})"
             )
         if self.metric not in produced:
-            shape = getattr(runner, "non_scalar_metrics", {}).get(self.loader, {}).get(self.metric)
+            shape = runner.non_scalar_metrics.get(self.loader, {}).get(self.metric)
             if shape is not None:
                 raise ValueError(
                     f"{owner}: metric {self.metric!r} of loader {self.loader!r} is a tensor of "

@@ -3,46 +3,38 @@
 After each epoch its loader's metric is compared with its best so far; ties keep the earlier
 epoch. Several can run side by side (one minimising ``m1``, one maximising ``m2``), each with
 its own best, folder and index; ``runner.best_epoch``/``best_valid_metric`` belong to the
-run's own selection (``plugins.selection``) and none of them writes those. With a ``logdir``
-each finished epoch is saved to ``logdir/checkpoints`` (``last.pth``, ``best.pth``, the top-k
-``epoch_N.pth``, ``index.json``; see :mod:`eventrunner.checkpoint`); without one the best
-weights are kept as a CPU snapshot (not the live model) for ``load_best_on_end``.
+run's own selection (``plugins.selection``, order 60) and none of them writes those. With a
+``logdir`` each epoch is saved to ``logdir/checkpoints`` (``last.pth``, ``best.pth``, the
+top-k ``epoch_N.pth``, ``index.json``; see :mod:`eventrunner.checkpoint`) at its own
+``epoch_end``, at ``Order.CHECKPOINT`` (90): after selection, early stopping, user
+subscribers and loggers, so epoch e's checkpoint holds exactly e's state. Without a logdir
+the best weights are kept as a CPU snapshot (not the live model) for ``load_best_on_end``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from eventrunner import checkpoint as ckpt
 from eventrunner import distributed
 from eventrunner.checks import is_int, is_number
+from eventrunner.distributed import unwrap_model
 from eventrunner.events import Callback, Order
 from plugins._selection import Watched
+
+if TYPE_CHECKING:
+    from eventrunner.state import RunState
 
 log = logging.getLogger("eventrunner")
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the module's state on the CPU, unaffected by further training."""
-    return {
-        key: value.detach().to("cpu", copy=True)
-        for key, value in ckpt.unwrap_model(module).state_dict().items()
-    }
-
-
-@dataclass
-class _Finished:
-    """An epoch whose ``epoch_end`` ran; saved once every ``epoch_end`` subscriber is done."""
-
-    epoch: int
-    metric: float | None
-    metrics: dict[str, dict[str, Any]]
-    plan: ckpt.SavePlan
+    return ckpt.copy_to_cpu(unwrap_model(module).state_dict())
 
 
 class CheckpointCallback(Callback):
@@ -55,17 +47,24 @@ class CheckpointCallback(Callback):
     ``train(load_best_on_end=)`` when this callback selects by the run's own metric (or when
     no CheckpointCallback of the run does and this is the first).
 
+    Each epoch is saved in this callback's ``epoch_end`` (order 90, after every other
+    built-in ``epoch_end`` subscriber): the file holds the run state at the end of that
+    epoch, nothing of the next one. An ``epoch_end`` that fails before it leaves the epoch
+    unsaved (``last.pth`` keeps the one before).
+
     ``background_save`` copies the state at epoch end and writes it on a thread while the next
     epoch trains; by default (None) it does so when the model is on an accelerator, where the
     CPU is free to write. On the CPU, training and the writer share the same cores: measured
     no faster there (benchmarks/checkpoint_save.py), and the copy costs memory, so it writes
     inline.
-
-    An epoch is saved after all its ``epoch_end`` subscribers ran (early stopping's state
-    included): at the next ``epoch_start``, or at ``experiment_end`` for the last one.
     """
 
     kind = "checkpoint"
+    # It writes runner.model at experiment_end when it loads the best weights, but declaring
+    # {"experiment_end": ("model",)} would make two CheckpointCallbacks of one run (same
+    # order 90, e.g. one per metric) a refused write conflict, although at most the one that
+    # follows the run's selection loads by default. Left undeclared.
+    writes = ()
 
     def __init__(
         self,
@@ -78,7 +77,7 @@ class CheckpointCallback(Callback):
         background_save: bool | None = None,
     ) -> None:
         super().__init__(order=Order.CHECKPOINT)
-        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 0:
+        if not is_int(topk) or topk < 0:
             raise ValueError(f"CheckpointCallback: topk must be an int >= 0, got {topk!r}")
         self.logdir = logdir
         self.watched = Watched(loader_key, metric_key, minimize)
@@ -92,7 +91,7 @@ class CheckpointCallback(Callback):
         self.folder: ckpt.CheckpointFolder | None = None
         self._active = True
         self._target = self.watched
-        self._finished: _Finished | None = None
+        self._plan: ckpt.SavePlan | None = None
         self._follows_run = True
         self._writer = ckpt.CheckpointWriter(bool(background_save))
         self._resumed_kept: list[ckpt.Entry] = []
@@ -101,7 +100,7 @@ class CheckpointCallback(Callback):
 
     # ---------------------------------------------------------------- the run
 
-    def on_experiment_start(self, runner: Any) -> None:
+    def on_experiment_start(self, runner: RunState) -> None:
         self._target = self.watched.resolve(runner)
         selection = runner.selection
         loader_given = self.watched.loader is not None or selection.loader_given
@@ -123,7 +122,7 @@ class CheckpointCallback(Callback):
             self._resumed_kept, self._resumed_best, self._resumed_selection = [], None, None
         self._best_from_history(runner.epoch_step)
         self.best_state = None
-        self._finished = None
+        self._plan = None
         background = self.background_save
         if background is None:
             background = runner.device.type != "cpu"
@@ -139,7 +138,7 @@ class CheckpointCallback(Callback):
             if resumed:
                 last = self.history[-1] if self.history else {}
                 self.folder.resume(
-                    runner.resume,
+                    runner.settings.resume,
                     ckpt.Entry(
                         ckpt.LAST,
                         runner.epoch_step,
@@ -156,11 +155,11 @@ class CheckpointCallback(Callback):
         elif resumed and self._keeps_weights_in_memory(runner):
             self._best_from_resumed_folder(runner)
 
-    def _logdir(self, runner: Any) -> Path | None:
+    def _logdir(self, runner: RunState) -> Path | None:
         logdir = self.logdir if self.logdir is not None else runner.logdir
         return None if logdir is None else Path(logdir)
 
-    def _check_own_folder(self, runner: Any) -> None:
+    def _check_own_folder(self, runner: RunState) -> None:
         # Two callbacks in one folder would overwrite each other's best.pth and index.json.
         mine = self._logdir(runner)
         if mine is None:
@@ -176,8 +175,10 @@ class CheckpointCallback(Callback):
                     "give each its own logdir=, e.g. CheckpointCallback(logdir='logs/by_m1', ...)"
                 )
 
-    def _warn_best_on_end(self, runner: Any) -> None:
-        follows = self.load_best_on_end is None and runner.load_best_on_end and self._follows_run
+    def _warn_best_on_end(self, runner: RunState) -> None:
+        follows = (
+            self.load_best_on_end is None and runner.settings.load_best_on_end and self._follows_run
+        )
         if follows and not self._tracks(runner):
             run = runner.selection
             log.warning(
@@ -191,7 +192,7 @@ class CheckpointCallback(Callback):
                 run.metric,
             )
 
-    def _tracks(self, runner: Any) -> bool:
+    def _tracks(self, runner: RunState) -> bool:
         """Whether this callback selects by the run's own loader, metric and direction."""
         run = runner.selection
         target = self.watched.resolve(runner)
@@ -201,7 +202,7 @@ class CheckpointCallback(Callback):
             bool(run.minimize),
         )
 
-    def _follows_run_selection(self, runner: Any) -> bool:
+    def _follows_run_selection(self, runner: RunState) -> bool:
         # train(load_best_on_end=) concerns the run's selection: the callback that selects by
         # it, or, when none does, the first CheckpointCallback of the run.
         if self._tracks(runner):
@@ -218,25 +219,25 @@ class CheckpointCallback(Callback):
         if not self._active and epoch > 0:
             self.best_epoch = epoch
 
-    def _check_resumed_selection(self, runner: Any) -> None:
+    def _check_resumed_selection(self, runner: RunState) -> None:
         saved, now = self._resumed_selection, self._selection()
         if saved is not None and now is not None and saved != now:
             log.warning(
                 "eventrunner: %s chose its best epoch (%s) by %s; this run selects by %s",
-                runner.resume,
+                runner.settings.resume,
                 self._resumed_best.epoch if self._resumed_best else runner.best_epoch,
                 saved,
                 now,
             )
 
-    def _writes_files(self, runner: Any) -> bool:
+    def _writes_files(self, runner: RunState) -> bool:
         """Whether this process writes checkpoint files: rank 0 only (every process outside DDP).
 
         The other ranks keep the best weights in memory for ``load_best_on_end``.
         """
         return distributed.is_main_process()
 
-    def _disable(self, runner: Any, why: str) -> None:
+    def _disable(self, runner: RunState, why: str) -> None:
         self._active = False
         if not self._tracks(runner):  # the run's own selection says so for the run's metric
             log.warning(
@@ -245,14 +246,23 @@ class CheckpointCallback(Callback):
                 why,
             )
 
-    def _metric_given(self, runner: Any) -> bool:
+    def _metric_given(self, runner: RunState) -> bool:
         return self.watched.metric is not None or runner.selection.metric_given
 
-    def on_epoch_start(self, runner: Any) -> None:
-        if self._finished is not None:
-            self._save(runner)
+    def parts(self) -> tuple[Callback, ...]:
+        # Records the epoch with model selection (60), saves after everything else (90): every
+        # CheckpointCallback of a run has recorded epoch e before the first of them saves it.
+        return (_RecordEpoch(self), self)
 
-    def on_epoch_end(self, runner: Any) -> None:
+    def on_epoch_end(self, runner: RunState) -> None:
+        # The weights as saved: after every epoch_end subscriber before this one.
+        best = self._active and self.best_epoch == runner.epoch_step
+        if best and self._keeps_weights_in_memory(runner):
+            self.best_state = cpu_state_dict(runner.model)
+        self._save(runner)
+
+    def record(self, runner: RunState) -> None:
+        """This epoch's metric into the history, the best so far and the top-k plan."""
         if self._active:
             produced = runner.epoch_metrics.get(self._target.loader, {})
             if self._target.metric not in produced and not self._metric_given(runner):
@@ -270,61 +280,43 @@ class CheckpointCallback(Callback):
             if self._target.improves(value, self.best_metric):
                 self.best_metric = value
                 self.best_epoch = runner.epoch_step
-                if self._keeps_weights_in_memory(runner):
-                    self.best_state = cpu_state_dict(runner.model)
         if self.folder is not None:
-            # Planned now, written at the next epoch_start (after every epoch_end subscriber):
-            # a checkpoint another CheckpointCallback writes in between holds this plan.
-            metrics = {k: dict(v) for k, v in runner.epoch_metrics.items()}
-            plan = self.folder.plan(
+            self._plan = self.folder.plan(
                 runner.epoch_step, value, self.best_epoch, self.best_metric, self._selection()
             )
-            self._finished = _Finished(runner.epoch_step, value, metrics, plan)
 
-    def on_exception(self, runner: Any) -> None:
-        # A finished epoch not saved yet: the failure came from an epoch_start subscriber
-        # before ours, so nothing of the new epoch ran. A failure inside epoch_end leaves
-        # that epoch unfinished: not saved, last.pth keeps the one before.
-        finished = self._finished
-        if finished is not None and finished.epoch == runner.epoch_step - 1:
-            self._save(runner)
-        self._finished = None
+    def on_exception(self, runner: RunState) -> None:
+        # A background write in flight finishes (or reports its failure) before the run ends.
         self._writer.wait()
 
-    def on_experiment_end(self, runner: Any) -> None:
-        if runner.exception is not None:
-            self._writer.wait()
-            return
-        if self._finished is not None:
-            self._save(runner)
+    def on_experiment_end(self, runner: RunState) -> None:
         self._writer.wait()
-        if self._wants_best_on_end(runner):
+        if runner.exception is None and self._wants_best_on_end(runner):
             self._load_best(runner)
 
     # ------------------------------------------------------------- saving
 
-    def _save(self, runner: Any) -> None:
-        folder = self.folder
-        if self._finished is None or folder is None:
+    def _save(self, runner: RunState) -> None:
+        folder, plan = self.folder, self._plan
+        if folder is None or plan is None:
             return
-        # The previous write's error surfaces here, before this epoch is planned: the epoch
-        # stays pending, and on_exception tries it once more.
+        # The previous background write's error surfaces here, before this epoch is written.
         self._writer.wait()
-        finished, self._finished = self._finished, None
-        plan = finished.plan
+        self._plan = None
         # The file's "selection" block is the run's own (resume restores runner.best_* from
         # it); this callback's own best lives in its state (history) and in its index.json.
         state = ckpt.capture_state(
             runner,
-            epoch=finished.epoch,
-            epoch_metrics=finished.metrics,
+            epoch=plan.epoch,
+            epoch_metrics=runner.epoch_metrics,
             history=self.history if self._tracks(runner) else None,
         )
-        what = f"epoch {finished.epoch} to {folder.path}"
         if self._writer.background:
             # Copied now (synchronously): training goes on changing the live tensors.
             state = ckpt.copy_to_cpu(state)
-        self._writer.submit(what, lambda: folder.write(state, plan))
+        self._writer.submit(
+            f"epoch {plan.epoch} to {folder.path}", lambda: folder.write(state, plan)
+        )
 
     def _selection(self) -> dict[str, Any] | None:
         if not self._active:
@@ -332,10 +324,10 @@ class CheckpointCallback(Callback):
         target = self._target
         return {"loader": target.loader, "metric": target.metric, "minimize": bool(target.minimize)}
 
-    def _load_best(self, runner: Any) -> None:
+    def _load_best(self, runner: RunState) -> None:
         if self.folder is None:
             if self.best_state is not None:
-                ckpt.unwrap_model(runner.model).load_state_dict(self.best_state)
+                unwrap_model(runner.model).load_state_dict(self.best_state)
             elif self.best_epoch is not None and self.best_epoch != runner.epoch_step:
                 log.warning(
                     "eventrunner: load_best_on_end: the weights of epoch %d were not kept "
@@ -354,11 +346,11 @@ class CheckpointCallback(Callback):
             return
         ckpt.load_weights(runner.model, self.folder.path / ckpt.BEST)
 
-    def _best_from_resumed_folder(self, runner: Any) -> None:
+    def _best_from_resumed_folder(self, runner: RunState) -> None:
         # Resumed without a logdir: the best weights may sit beside the resumed file.
-        if self.best_epoch is None or runner.resume is None:
+        if self.best_epoch is None or runner.settings.resume is None:
             return
-        source = Path(runner.resume)
+        source = Path(runner.settings.resume)
         for candidate in (source, source.parent / ckpt.BEST):
             if ckpt.peek_epoch(candidate) == self.best_epoch:
                 self.best_state = ckpt.load_checkpoint(candidate)["model"]
@@ -366,12 +358,12 @@ class CheckpointCallback(Callback):
 
     # ---------------------------------------------------------- load_best_on_end
 
-    def _wants_best_on_end(self, runner: Any) -> bool:
+    def _wants_best_on_end(self, runner: RunState) -> bool:
         if self.load_best_on_end is not None:
             return self.load_best_on_end
-        return bool(runner.load_best_on_end) and self._follows_run
+        return bool(runner.settings.load_best_on_end) and self._follows_run
 
-    def _keeps_weights_in_memory(self, runner: Any) -> bool:
+    def _keeps_weights_in_memory(self, runner: RunState) -> bool:
         # With a folder, best.pth is the snapshot: no second copy in memory.
         return self.folder is None and self._wants_best_on_end(runner)
 
@@ -394,6 +386,20 @@ class CheckpointCallback(Callback):
         best = state.get("best_file")
         self._resumed_best = ckpt.Entry.from_dict(best) if best else None
         self._resumed_selection = state.get("selection")
+
+
+class _RecordEpoch(Callback):
+    """The part of a :class:`CheckpointCallback` that records each epoch, at order 60."""
+
+    def __init__(self, owner: CheckpointCallback) -> None:
+        super().__init__(order=Order.SELECTION)
+        self.owner = owner
+
+    def describe_name(self) -> str:
+        return f"{self.owner.describe_name()}.record"
+
+    def on_epoch_end(self, runner: RunState) -> None:
+        self.owner.record(runner)
 
 
 def _checked_history(history: Any) -> list[dict[str, Any]]:

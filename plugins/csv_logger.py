@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from eventrunner.checkpoint import write_atomic
+from eventrunner.checkpoint import atomic_file
 from eventrunner.checks import is_int, is_number
 from eventrunner.events import Callback, Order
 from plugins._log_paths import path_in_logdir
@@ -69,13 +69,10 @@ def _checked_rows(rows: Any) -> list[dict[str, Any]]:
 
 
 def _rewrite(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    def write(temp: Path) -> None:
-        with open(temp, "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomic(path, write)
+    with atomic_file(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _append(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ experiment end ``runner.model`` is the user's module again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch import nn
 from eventrunner import distributed
 from eventrunner.data.loaders import loader_kind
 from eventrunner.events import Callback, Order
+
+if TYPE_CHECKING:
+    from eventrunner.state import RunState
 
 
 class DistributedCallback(Callback):
@@ -29,6 +32,7 @@ class DistributedCallback(Callback):
     """
 
     kind = "distributed"
+    writes = {"experiment_start": ("model", "loaders"), "experiment_end": ("model",)}
 
     def __init__(
         self,
@@ -42,53 +46,48 @@ class DistributedCallback(Callback):
         self.seed = seed
         self._module: nn.Module | None = None
 
-    def on_experiment_start(self, runner: Any) -> None:
+    def on_experiment_start(self, runner: RunState) -> None:
         if not distributed.is_dist_ready():
             raise ValueError(
                 "DistributedCallback needs a process group: launch the script with torchrun, "
                 "or pass train(ddp=True)"
             )
         if self.shard_loaders:
-            # The same seed on every rank, or the shards would overlap.
-            seed = (
-                self.seed
-                if self.seed is not None
-                else distributed.broadcast_value(torch.initial_seed() % 2**62)
-            )
-            runner.loaders = {
-                key: distributed.distributed_loader(
-                    key, loader, seed=seed, pad=loader_kind(key) == "train"
-                )
-                for key, loader in runner.loaders.items()
-            }
+            self._shard(runner)
         # What the user gave (a compiled model stays compiled), without a DDP wrapper of ours.
-        model = runner.model
-        self._module = (
-            model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        )
-        if isinstance(runner.model, nn.parallel.DistributedDataParallel) or not self._trains(
-            runner
-        ):
+        self._module = distributed.without_ddp(runner.model)
+        if self._module is not runner.model or not self._trains(runner):
             return
-        kwargs = {**getattr(runner, "ddp_kwargs", {}), **self.ddp_kwargs}
-        if runner.device.type == "cuda":
-            kwargs.setdefault("device_ids", [runner.device.index])
-            kwargs.setdefault("output_device", runner.device.index)
-        runner.model = nn.parallel.DistributedDataParallel(runner.model, **kwargs)
+        kwargs = {**(runner.settings.ddp_kwargs or {}), **self.ddp_kwargs}
+        runner.model = distributed.wrap_ddp(runner.model, runner.device, kwargs)
+
+    def _shard(self, runner: RunState) -> None:
+        # The same seed on every rank, or the shards would overlap.
+        seed = (
+            self.seed
+            if self.seed is not None
+            else distributed.broadcast_value(torch.initial_seed() % 2**62)
+        )
+        runner.loaders = {
+            key: distributed.distributed_loader(
+                key, loader, seed=seed, pad=loader_kind(key) == "train"
+            )
+            for key, loader in runner.loaders.items()
+        }
 
     @staticmethod
-    def _trains(runner: Any) -> bool:
+    def _trains(runner: RunState) -> bool:
         # DDP refuses a module without trainable parameters; evaluation needs no wrapper.
         has_train = any(loader_kind(key) == "train" for key in runner.loaders)
         return has_train and any(p.requires_grad for p in runner.model.parameters())
 
-    def on_epoch_start(self, runner: Any) -> None:
+    def on_epoch_start(self, runner: RunState) -> None:
         for loader in runner.loaders.values():
             sampler = distributed.find_sampler(loader)
             if sampler is not None:
                 sampler.set_epoch(runner.epoch_step - 1)
 
-    def on_experiment_end(self, runner: Any) -> None:
+    def on_experiment_end(self, runner: RunState) -> None:
         if self._module is not None:
             runner.model = self._module
             self._module = None

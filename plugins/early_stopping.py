@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventrunner.checks import is_int, is_number, positive_int
+from eventrunner.checks import is_int, is_number, positive_int, require_loaders
 from eventrunner.events import Callback, Order
 from plugins._selection import Watched
 
@@ -14,6 +14,7 @@ class EarlyStoppingCallback(Callback):
     unset keys follow the runner's selection (``valid_loader``, ``main_metric``)."""
 
     kind = "early_stopping"
+    writes = {"epoch_end": ("need_early_stop",)}
 
     def __init__(
         self,
@@ -40,14 +41,10 @@ class EarlyStoppingCallback(Callback):
 
     def on_experiment_start(self, runner: Any) -> None:
         self._target = self.watched.resolve(runner)
-        if self._target.loader not in runner.loaders:
-            raise ValueError(
-                f"EarlyStoppingCallback: loader {self._target.loader!r} is not among the loaders "
-                f"({', '.join(runner.loaders)})"
-            )
+        require_loaders((self._target.loader,), runner.loaders, "EarlyStoppingCallback: loader")
 
     def on_epoch_end(self, runner: Any) -> None:
-        value = self._target.value(runner, "EarlyStoppingCallback")
+        value = self._target.value(runner, "EarlyStoppingCallback: loader")
         if self._target.improves(value, self.best, self.min_delta):
             self.best = value
             self.wait = 0

@@ -25,7 +25,7 @@ def record_event(runner: Any, event: str, **fields: Any) -> None:
 
     Example: ``record_event(runner, "checkpoint", path="checkpoints/best.pth", best=True)``.
     """
-    for callback in getattr(runner, "callbacks", ()):
+    for callback in runner.callbacks:
         if isinstance(callback, JSONLogger):
             callback.record(runner, event, **fields)
 
@@ -47,10 +47,8 @@ def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
-def _selection(runner: Any) -> dict[str, Any] | None:
-    selection = getattr(runner, "selection", None)
-    if selection is None:
-        return None
+def _selection(runner: Any) -> dict[str, Any]:
+    selection = runner.selection
     return {"loader": selection.loader, "metric": selection.metric, "minimize": selection.minimize}
 
 
@@ -94,7 +92,7 @@ class JSONLogger(Callback):
             return
         logdir = log_dir(type(self).__name__, self.logdir, runner)
         self.path = path_in_logdir(type(self).__name__, logdir, self.filename)
-        resume = getattr(runner, "resume", None)
+        resume = runner.settings.resume if runner.settings is not None else None
         self._file = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 - closed at experiment_end
         self._started = time.perf_counter()
         config = self.config if self.config is not None else getattr(runner, "config", None)

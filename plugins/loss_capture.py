@@ -21,6 +21,8 @@ class LossCaptureCallback(Callback):
     def __init__(self, loss_key: str | None = None) -> None:
         super().__init__(order=Order.INTERNAL)
         self.loss_key = loss_key
+        # runner.loss_key ("loss" unless a Runner subclass says otherwise) when not given.
+        self.writes = {"batch_end": (f"batch_metrics.{loss_key or 'loss'}",)}
         self._hook: Any = None
         self._last: Any = None
 

@@ -4,57 +4,60 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from eventrunner.distributed import all_reduce_means
 from eventrunner.events import Callback, Order
-from eventrunner.metrics import WeightedMeans, accuracy
+from eventrunner.metrics import WeightedMeans, accuracy, as_number
 from plugins._run_info import is_main_process
+
+if TYPE_CHECKING:
+    from eventrunner.state import RunState
 
 log = logging.getLogger("eventrunner")
 
 
 class MetricAggregationCallback(Callback):
-    """Aggregates every scalar in ``batch_metrics`` into ``loader_metrics`` (batch-size-weighted
-    means) and files them in ``epoch_metrics[loader_key]`` at loader end.
+    """Aggregates every scalar in ``batch_metrics`` into the pass's ``runner.running_metrics``
+    (batch-size-weighted means, public: the progress bar reads them) and, at loader end, into
+    ``loader_metrics``, filed in ``epoch_metrics[loader_key]``.
 
     Non-scalar tensors stay in ``batch_metrics`` only: their shapes go to
     ``runner.non_scalar_metrics[loader_key]``, with a warning once per loader and key.
     """
 
     kind = "metrics"
+    writes = {
+        "batch_end": ("running_metrics",),
+        "loader_end": ("loader_metrics", "epoch_metrics", "non_scalar_metrics"),
+    }
 
     def __init__(self) -> None:
         super().__init__(order=Order.METRIC_AGGREGATION)
-        self.means = WeightedMeans()
         self._warned: set[tuple[str, str]] = set()
 
-    def on_experiment_start(self, runner: Any) -> None:
+    def on_experiment_start(self, runner: RunState) -> None:
         self._warned = set()
 
-    def on_loader_start(self, runner: Any) -> None:
-        self.means = WeightedMeans()
+    def on_batch_end(self, runner: RunState) -> None:
+        runner.running_metrics.update(runner.batch_metrics, runner.batch_size)
 
-    def on_batch_end(self, runner: Any) -> None:
-        self.means.update(runner.batch_metrics, runner.batch_size)
-
-    def on_loader_end(self, runner: Any) -> None:
-        runner.loader_metrics.update(self.reduce(runner, self.means))
+    def on_loader_end(self, runner: RunState) -> None:
+        means = runner.running_metrics
+        runner.loader_metrics.update(self.reduce(runner, means))
         runner.epoch_metrics[runner.loader_key] = runner.loader_metrics
-        runner.non_scalar_metrics[runner.loader_key] = dict(self.means.non_scalar)
-        if self.means.non_scalar:
-            self._warn_non_scalar(runner)
+        runner.non_scalar_metrics[runner.loader_key] = dict(means.non_scalar)
+        if means.non_scalar:
+            self._warn_non_scalar(runner, means)
 
-    def reduce(self, runner: Any, means: WeightedMeans) -> dict[str, float]:
+    def reduce(self, runner: RunState, means: WeightedMeans) -> dict[str, float]:
         """The loader's means (across processes when the run is distributed: one all-reduce of
         the sums and counts, so ranks agree and match the single-process numbers)."""
         return all_reduce_means(means, runner.loader_key)
 
-    def _warn_non_scalar(self, runner: Any) -> None:
+    def _warn_non_scalar(self, runner: RunState, means: WeightedMeans) -> None:
         loader = runner.loader_key
-        for name, shape in self.means.non_scalar.items():
+        for name, shape in means.non_scalar.items():
             if (loader, name) in self._warned:
                 continue
             self._warned.add((loader, name))
@@ -103,6 +106,7 @@ class AccuracyCallback(Callback):
         self.target_key = target_key
         self.topk = tuple(topk)
         self.names = tuple(f"{prefix}{k:02d}" for k in self.topk)
+        self.writes = {"batch_end": tuple(f"batch_metrics.{name}" for name in self.names)}
 
     def on_batch_end(self, runner: Any) -> None:
         values = accuracy(
@@ -133,6 +137,7 @@ class LoaderMetricCallback(Callback):
         self.name = name
         self.input_key = input_key
         self.target_key = target_key
+        self.writes = {"loader_end": (f"loader_metrics.{name}",)}
 
     def on_loader_start(self, runner: Any) -> None:
         self.metric.reset()
@@ -144,6 +149,5 @@ class LoaderMetricCallback(Callback):
 
     def on_loader_end(self, runner: Any) -> None:
         value = self.metric.compute()
-        runner.loader_metrics[self.name] = (
-            float(value) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        )
+        number = as_number(value)
+        runner.loader_metrics[self.name] = value if number is None else float(number)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventrunner.checks import require_loaders
 from eventrunner.data.loaders import BatchLimitLoaderWrapper, check_num_batches
 from eventrunner.events import Callback, Order
 
@@ -21,13 +22,10 @@ class BatchOverfitCallback(Callback):
             check_num_batches(value, f"BatchOverfitCallback({key}=...)")
         self.num_batches = num_batches
 
+    writes = {"experiment_start": ("loaders",)}
+
     def on_experiment_start(self, runner: Any) -> None:
-        unknown = [key for key in self.num_batches if key not in runner.loaders]
-        if unknown:
-            raise ValueError(
-                f"BatchOverfitCallback: {', '.join(map(repr, unknown))} not among the loaders "
-                f"({', '.join(runner.loaders)})"
-            )
+        require_loaders(self.num_batches, runner.loaders, "BatchOverfitCallback: loader")
         runner.loaders = {
             key: BatchLimitLoaderWrapper(loader, self.num_batches.get(key, 1))
             for key, loader in runner.loaders.items()

@@ -5,102 +5,40 @@
 ``runner.handle_batch`` with a timer and adds two markers around each batch, so a run without
 it pays nothing: the loop never checks a flag. At ``experiment_end`` it prints a table, writes
 it to ``logdir/profile.txt`` (and the numbers to ``profile.json``), and warns about subscribers
-whose ``batch_end`` takes more than ``warn_share`` of the step.
+whose ``batch_end`` takes more than ``warn_share`` of the step. The clocks and the report are
+:mod:`eventrunner.profiling`'s; this subscriber installs them and removes them again.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from eventrunner.events import (
-    BATCH_END,
-    BATCH_EVENTS,
-    BATCH_START,
-    EVENTS,
-    EXPERIMENT_START,
-    LOADER_START,
-    Callback,
-    Subscription,
+from eventrunner.checkpoint import atomic_file
+from eventrunner.events import BATCH_END, BATCH_START, LOADER_START, Callback, Subscription
+from eventrunner.profiling import (
+    BatchPhases,
+    ProfilerWarning,
+    SubscriptionStat,
+    build_report,
+    clock,
+    render_report,
+    timed,
 )
 from plugins._run_info import is_main_process
 
+if TYPE_CHECKING:
+    from eventrunner.state import RunState
+
+__all__ = ["ProfilerCallback", "ProfilerWarning"]
+
 _FIRST = -(10**9)  # the markers' orders: before and after every other subscriber
 _LAST = 10**9
-_clock = time.perf_counter
-
-
-class ProfilerWarning(UserWarning):
-    """A subscriber takes a large share of each training step."""
-
-
-class _Stat:
-    """Calls and seconds of one subscription (one subscriber on one event)."""
-
-    __slots__ = ("background", "calls", "event", "kind", "name", "order", "seconds", "seq")
-
-    def __init__(self, sub: Subscription) -> None:
-        self.name = sub.name
-        self.event = sub.event
-        self.order = sub.order
-        self.seq = sub.seq
-        self.background = sub.background
-        self.kind = getattr(getattr(sub.handler, "__self__", None), "kind", None)
-        self.calls = 0
-        self.seconds = 0.0
-
-
-def _timed(handler: Callable[[Any], Any], stat: _Stat, is_async: bool) -> Callable[[Any], Any]:
-    if is_async:
-
-        async def timed_async(runner: Any) -> Any:
-            start = _clock()
-            try:
-                return await handler(runner)
-            finally:
-                stat.seconds += _clock() - start
-                stat.calls += 1
-
-        return timed_async
-
-    def timed(runner: Any) -> Any:
-        start = _clock()
-        try:
-            return handler(runner)
-        finally:
-            stat.seconds += _clock() - start
-            stat.calls += 1
-
-    return timed
-
-
-def _format_table(header: list[str], rows: Iterable[list[str]], text_columns: int) -> list[str]:
-    """Aligned plain-text table: the first ``text_columns`` left-aligned, numbers right-aligned."""
-    rows = list(rows)
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i < text_columns else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
-
-
-def _us(seconds: float, count: int) -> str:
-    return f"{seconds / count * 1e6:.1f}" if count else "-"
-
-
-def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole > 0 else "-"
 
 
 class ProfilerCallback(Callback):
@@ -140,56 +78,50 @@ class ProfilerCallback(Callback):
         self.exempt_kinds = frozenset(exempt_kinds)
         self.stream = stream
         self.print_table = print_table
-        self.stats: dict[int, _Stat] = {}
-        self.phases: dict[str, list[float]] = {}
+        self.stats: dict[int, SubscriptionStat] = {}
+        self.batch_phases = BatchPhases()
         self.report: dict[str, Any] = {}
         self.table = ""
         self._bus: Any = None
         self._originals: dict[int, Callable[[Any], Any]] = {}
         self._markers: list[Subscription] = []
-        self._cell: list[float] = [0, 0.0, 0.0, 0.0]
-        self._t_prev = 0.0
-        self._t_start = 0.0
         self._t_run = 0.0
+
+    @property
+    def phases(self) -> dict[str, list[float]]:
+        """Per loader: ``[batches, data wait s, step s, handle_batch s]`` so far."""
+        return self.batch_phases.phases
 
     # ------------------------------------------------------------------ install
 
-    def on_experiment_start(self, runner: Any) -> None:
+    def on_experiment_start(self, runner: RunState) -> None:
         self.stats = {}
-        self.phases = {}
+        self.batch_phases = phases = BatchPhases()
         self.report = {}
         self.table = ""
-        self._t_run = _clock()
+        self._t_run = clock()
+        # The loop's own bus, beyond RunState: only a profiler rewires the subscriptions.
         bus = self._bus = runner.bus
         self._originals = {}
         bus.wrap_handlers(self._wrap)
         self._markers = [
-            bus.connect(LOADER_START, self._loader_ready, order=_LAST, name="profiler"),
-            bus.connect(BATCH_START, self._batch_started, order=_FIRST, name="profiler"),
-            bus.connect(BATCH_END, self._batch_ended, order=_LAST, name="profiler"),
+            bus.connect(LOADER_START, phases.loader_ready, order=_LAST, name="profiler"),
+            bus.connect(BATCH_START, phases.batch_started, order=_FIRST, name="profiler"),
+            bus.connect(BATCH_END, phases.batch_ended, order=_LAST, name="profiler"),
         ]
         self._wrap_handle_batch(runner)
 
     def _wrap(self, sub: Subscription) -> Callable[[Any], Any]:
         if getattr(sub.handler, "__self__", None) is self:
             return sub.handler
-        stat = self.stats[sub.seq] = _Stat(sub)
+        stat = self.stats[sub.seq] = SubscriptionStat(sub)
         self._originals[sub.seq] = sub.handler
-        return _timed(sub.handler, stat, sub.is_async)
+        return timed(sub.handler, stat, sub.is_async)
 
     def _wrap_handle_batch(self, runner: Any) -> None:
         self._unwrap_handle_batch(runner)  # one left by a run that failed before its report
         original = runner.__dict__.get("handle_batch")  # an instance attribute, if any
-        handle = runner.handle_batch
-        profiler = self
-
-        def handle_batch(batch: Any) -> Any:
-            start = _clock()
-            try:
-                return handle(batch)
-            finally:
-                profiler._cell[3] += _clock() - start
-
+        handle_batch = self.batch_phases.timed_handle_batch(runner.handle_batch)
         handle_batch._eventrunner_profiled = (original,)  # type: ignore[attr-defined]
         runner.handle_batch = handle_batch
 
@@ -214,160 +146,26 @@ class ProfilerCallback(Callback):
             bus.wrap_handlers(lambda sub: self._originals.get(sub.seq, sub.handler))
         self._markers = []
 
-    # ------------------------------------------------------------------ markers
-
-    def _loader_ready(self, runner: Any) -> None:
-        # [batches, data wait s, step s, handle_batch s]
-        self._cell = self.phases.setdefault(runner.loader_key, [0, 0.0, 0.0, 0.0])
-        self._t_prev = _clock()
-
-    def _batch_started(self, runner: Any) -> None:
-        now = self._t_start = _clock()
-        self._cell[1] += now - self._t_prev
-
-    def _batch_ended(self, runner: Any) -> None:
-        now = self._t_prev = _clock()
-        cell = self._cell
-        cell[0] += 1
-        cell[2] += now - self._t_start
-
     # ------------------------------------------------------------------ report
 
-    def on_experiment_end(self, runner: Any) -> None:
-        wall = _clock() - self._t_run
+    def on_experiment_end(self, runner: RunState) -> None:
+        wall = clock() - self._t_run
         self._unwrap(runner)
-        self.report = self._build_report(wall)
-        self.table = self._render(self.report)
+        self.report = build_report(
+            self.stats.values(), self.phases, wall, self.warn_share, self.exempt_kinds
+        )
+        self.table = render_report(self.report)
         if not is_main_process(runner):
             return
         for message in self.report["warnings"]:
             warnings.warn(message, ProfilerWarning, stacklevel=2)
         if self.print_table:
             print(self.table, file=self.stream or sys.stdout, flush=True)
-        logdir = self.logdir if self.logdir is not None else getattr(runner, "logdir", None)
+        logdir = self.logdir if self.logdir is not None else runner.logdir
         if logdir is not None:
             folder = Path(logdir)
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "profile.txt").write_text(self.table + "\n", encoding="utf-8")
-            (folder / "profile.json").write_text(
-                json.dumps(self.report, indent=1), encoding="utf-8"
-            )
-
-    def _build_report(self, wall: float) -> dict[str, Any]:
-        step_total = sum(cell[2] for cell in self.phases.values())
-        batches = sum(int(cell[0]) for cell in self.phases.values())
-        names: dict[str, int] = {}
-        subscribers = []
-        event_rank = {event: i for i, event in enumerate(EVENTS)}
-        for stat in sorted(
-            self.stats.values(), key=lambda s: (event_rank[s.event], s.order, s.seq)
-        ):
-            subscribers.append(
-                {
-                    "subscriber": stat.name,
-                    "kind": stat.kind,
-                    "event": stat.event,
-                    "order": stat.order,
-                    "background": stat.background,
-                    "calls": stat.calls,
-                    "seconds": stat.seconds,
-                    "timed": stat.event != EXPERIMENT_START,
-                    "share_of_step": (
-                        stat.seconds / step_total
-                        if stat.event in BATCH_EVENTS and step_total > 0
-                        else None
-                    ),
-                }
-            )
-            names[stat.name] = names.get(stat.name, 0) + 1
-        phases = {
-            loader: {
-                "batches": int(cell[0]),
-                "data_wait_s": cell[1],
-                "handle_batch_s": cell[3],
-                "subscribers_s": max(cell[2] - cell[3], 0.0),
-                "step_s": cell[2],
-            }
-            for loader, cell in self.phases.items()
-        }
-        warned = []
-        for row in subscribers:
-            share = row["share_of_step"]
-            if (
-                row["event"] == BATCH_END
-                and share is not None
-                and share > self.warn_share
-                and row["kind"] not in self.exempt_kinds
-            ):
-                warned.append(
-                    f"{row['subscriber']} takes {100 * share:.0f}% of the step at batch_end "
-                    f"({_us(row['seconds'], row['calls'])} µs per call; the whole step "
-                    f"{_us(step_total, batches)} µs per batch, share limit "
-                    f"{100 * self.warn_share:.0f}%): consider every=N, background=True, or "
-                    "moving the work to loader_end"
-                )
-        return {
-            "wall_s": wall,
-            "batches": batches,
-            "step_s": step_total,
-            "phases": phases,
-            "subscribers": subscribers,
-            "warnings": warned,
-        }
-
-    def _render(self, report: dict[str, Any]) -> str:
-        lines = [
-            f"Profile: {report['batches']} batches, {report['wall_s']:.3f} s from experiment_start"
-        ]
-        phase_rows = []
-        for loader, phase in report["phases"].items():
-            count = phase["batches"]
-            whole = phase["data_wait_s"] + phase["step_s"]
-            for label, key in (
-                ("data wait", "data_wait_s"),
-                ("handle_batch", "handle_batch_s"),
-                ("subscribers", "subscribers_s"),
-                ("step", "step_s"),
-            ):
-                seconds = phase[key]
-                phase_rows.append(
-                    [
-                        loader,
-                        label,
-                        str(count),
-                        f"{seconds:.4f}",
-                        _us(seconds, count),
-                        _pct(seconds, whole),
-                    ]
-                )
-        lines.append("")
-        lines += _format_table(
-            ["loader", "phase", "batches", "total s", "µs/batch", "% of batch"], phase_rows, 2
-        )
-        sub_rows = []
-        for row in report["subscribers"]:
-            share = row["share_of_step"]
-            sub_rows.append(
-                [
-                    row["subscriber"],
-                    f"{row['event']} (bg)" if row["background"] else row["event"],
-                    str(row["order"]),
-                    str(row["calls"]) if row["timed"] else "-",
-                    f"{row['seconds'] * 1e3:.3f}" if row["timed"] else "-",
-                    _us(row["seconds"], row["calls"]) if row["timed"] else "-",
-                    f"{100 * share:.1f}%" if share is not None and not math.isnan(share) else "-",
-                ]
-            )
-        lines.append("")
-        lines += _format_table(
-            ["subscriber", "event", "order", "calls", "total ms", "µs/call", "% of step"],
-            sub_rows,
-            2,
-        )
-        lines.append(
-            "(experiment_start handlers are not timed: the profiler installs its timers then)"
-        )
-        if report["warnings"]:
-            lines.append("")
-            lines += [f"warning: {message}" for message in report["warnings"]]
-        return "\n".join(lines)
+            with atomic_file(folder / "profile.txt", "w", encoding="utf-8") as file:
+                file.write(self.table + "\n")
+            with atomic_file(folder / "profile.json", "w", encoding="utf-8") as file:
+                json.dump(self.report, file, indent=1)

@@ -2,14 +2,13 @@
 
 The bar is redrawn every ``refresh_seconds`` (or every ``refresh_batches`` batches): metrics
 are read then, never once per batch, so the bar adds no per-batch host-device sync. The
-running values are the loader's means so far, taken from the metric aggregation subscriber
-(on the CPU they are already Python floats; on an accelerator, one read per redraw).
+running values are the loader's means so far, ``runner.running_metrics`` (on the CPU they
+are already Python floats; on an accelerator, one read per redraw).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm
@@ -21,17 +20,6 @@ from plugins._run_info import is_main_process, scalar_items
 #: One before the loggers (``Order.LOGGING``), whatever their registration order: a console
 #: line printed while the bar is still drawn would land on the bar's line.
 PROGRESS_ORDER = Order.LOGGING - 1
-
-
-def _running_means(aggregator: Any) -> Mapping[str, Any] | None:
-    means = getattr(aggregator, "means", None)
-    compute = getattr(means, "compute", None)
-    if compute is None:
-        return None
-    try:
-        return compute()
-    except (ZeroDivisionError, RuntimeError):  # a foreign aggregator mid-update
-        return None
 
 
 class ProgressBarCallback(Callback):
@@ -79,7 +67,6 @@ class ProgressBarCallback(Callback):
         }
         self.bar: Any = None
         self._enabled = True
-        self._aggregator: Any = None
         self._pending = 0
         self._next_refresh = 0.0
         # With a batch count, the clock is never read; without one, every batch reads it.
@@ -88,14 +75,6 @@ class ProgressBarCallback(Callback):
     def on_experiment_start(self, runner: Any) -> None:
         self._close()
         self._enabled = is_main_process(runner)
-        self._aggregator = next(
-            (
-                cb
-                for cb in getattr(runner, "callbacks", ())
-                if getattr(cb, "kind", None) == "metrics"
-            ),
-            None,
-        )
 
     def on_loader_start(self, runner: Any) -> None:
         self._close()
@@ -126,8 +105,10 @@ class ProgressBarCallback(Callback):
         self._refresh(runner)
 
     def _postfix(self, runner: Any) -> dict[str, str]:
-        means = _running_means(self._aggregator)
-        values = means if means else runner.batch_metrics
+        # The pass's running means (the metric aggregation subscriber fills them); without
+        # one, this batch's own values.
+        means = runner.running_metrics
+        values = means.compute() if means.counts else runner.batch_metrics
         return {name: f"{value:.4g}" for name, value in scalar_items(values)}
 
     def _refresh(self, runner: Any) -> None:

@@ -10,11 +10,14 @@ from typing import Any
 
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from eventrunner.checks import require_loaders
 from eventrunner.events import Callback, Order
+from plugins._selection import Watched
 
 
 class SchedulerCallback(Callback):
     kind = "scheduler"
+    writes = ()  # the optimizer's learning rates only: no run-state field
 
     def __init__(
         self, mode: str = "epoch", loader_key: str | None = None, metric_key: str | None = None
@@ -25,6 +28,9 @@ class SchedulerCallback(Callback):
         self.mode = mode
         self.loader_key = loader_key
         self.metric_key = metric_key
+        # ReduceLROnPlateau's metric, as selection and early stopping watch theirs.
+        self.watched = Watched(loader_key, metric_key)
+        self._target = self.watched
 
     def handlers(self) -> dict[str, Callable[[Any], Any]]:
         # Connect only the event this mode steps on: nothing per batch in epoch mode.
@@ -35,13 +41,15 @@ class SchedulerCallback(Callback):
     def on_experiment_start(self, runner: Any) -> None:
         if runner.scheduler is None:
             raise ValueError("SchedulerCallback: the runner has no scheduler; pass scheduler=...")
-        loader = self.loader_key or runner.selection.loader
-        if isinstance(runner.scheduler, ReduceLROnPlateau) and loader not in runner.loaders:
+        if isinstance(runner.scheduler, ReduceLROnPlateau):
             # Fail before training, not at the end of the first epoch.
-            raise ValueError(
-                f"ReduceLROnPlateau steps on a metric of loader {loader!r}, which is not among "
-                f"the loaders ({', '.join(runner.loaders)}): pass valid_loader= to train() or "
-                "SchedulerCallback(loader_key=..., metric_key=...)"
+            self._target = self.watched.resolve(runner)
+            require_loaders(
+                (self._target.loader,),
+                runner.loaders,
+                "ReduceLROnPlateau steps on a metric of loader",
+                ": pass valid_loader= to train() or SchedulerCallback(loader_key=..., "
+                "metric_key=...)",
             )
 
     def on_batch_end(self, runner: Any) -> None:
@@ -52,13 +60,4 @@ class SchedulerCallback(Callback):
         if not isinstance(scheduler, ReduceLROnPlateau):
             scheduler.step()
             return
-        loader = self.loader_key or runner.selection.loader
-        metric = self.metric_key or runner.selection.metric
-        produced = runner.epoch_metrics.get(loader, {})
-        if metric not in produced:
-            raise ValueError(
-                f"ReduceLROnPlateau needs metric {metric!r} of loader {loader!r}; that loader "
-                f"produced {sorted(produced) or 'nothing'} (set SchedulerCallback(loader_key=..., "
-                "metric_key=...))"
-            )
-        scheduler.step(produced[metric])
+        scheduler.step(self._target.value(runner, "SchedulerCallback (ReduceLROnPlateau)"))

@@ -25,11 +25,14 @@ class ModelSelectionCallback(Callback):
     """
 
     kind = "selection"
+    writes = {
+        "experiment_start": ("best_valid_metric", "best_epoch"),
+        "epoch_end": ("best_valid_metric", "best_epoch"),
+    }
 
     def __init__(self) -> None:
-        # Same order as the checkpoint subscriber; registered first as a default, so it runs
-        # first there and before early stopping (65) and the loggers (80).
-        super().__init__(order=Order.CHECKPOINT)
+        # Before early stopping (65), the loggers (80) and the checkpoint's save (90).
+        super().__init__(order=Order.SELECTION)
         self.active = True
         self._watched = Watched()
 

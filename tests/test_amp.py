@@ -10,8 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from eventrunner import Callback, SupervisedRunner
+from eventrunner import Callback, Order, SupervisedRunner
 from eventrunner.precision import resolve_amp
+from eventrunner.testing import EventRecorder
 
 
 def _loaders() -> dict[str, DataLoader]:
@@ -152,19 +153,16 @@ def test_fp16_digits_reaches_fp32_accuracy() -> None:
     assert abs(fp16 - fp32) <= 0.02, (fp32, fp16)
 
 
-class _AutocastSeen(Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.during_subscribers: set[bool] = set()
-
-    def on_batch_start(self, runner: Any) -> None:
-        self.during_subscribers.add(torch.is_autocast_enabled("cpu"))
-
-    def on_batch_end(self, runner: Any) -> None:
-        self.during_subscribers.add(torch.is_autocast_enabled("cpu"))
+def _autocast_seen() -> EventRecorder:
+    """Records whether autocast is on while subscribers run, at batch start and end."""
+    return EventRecorder(
+        Order.USER,
+        events=["batch_start", "batch_end"],
+        fields={"autocast": lambda runner: torch.is_autocast_enabled("cpu")},
+    )
 
 
 def test_autocast_covers_handle_batch_only() -> None:
-    _, seen = _train(num_epochs=1, record=_AutocastSeen(), amp="bf16")
+    _, seen = _train(num_epochs=1, record=_autocast_seen(), amp="bf16")
     # Subscribers (backward 30, optimizer step 40) run outside autocast.
-    assert seen.during_subscribers == {False}
+    assert set(seen.column("autocast")) == {False}

@@ -204,7 +204,7 @@ def test_an_epoch_finished_before_an_epoch_start_failure_is_saved(tmp_path):
 
 
 class FailingEpochEnd(Callback):
-    """Fails in epoch_end after the checkpoint subscriber: that epoch is not finished."""
+    """Fails in epoch_end before the checkpoint subscriber (order 70 < 90): not saved."""
 
     def __init__(self, epoch: int) -> None:
         super().__init__(order=Order.USER)
@@ -293,7 +293,7 @@ def test_checkpoint_holds_the_whole_run(tmp_path):
         "need_early_stop": False,
     }
     assert state["classes"] == {"optimizer": "SGD", "scheduler": None}
-    # Early stopping (order 65, after the checkpoint subscriber) is saved with this epoch's update.
+    # Early stopping (order 65, before the checkpoint subscriber) is saved with this epoch's update.
     assert state["callbacks"]["early_stopping"] == {"best": 1.0, "wait": 0}
     assert state["callbacks"]["checkpoint"]["history"] == [
         {"epoch": 1, "metric": 3.0},

@@ -16,6 +16,7 @@ from torch import nn
 import plugins
 from eventrunner import Runner
 from eventrunner import checkpoint as ckpt
+from eventrunner.testing import tiny_run
 
 
 class TinyRunner(Runner):
@@ -206,16 +207,7 @@ def test_checkpoint_callback_replaces_the_default_by_kind(tmp_path):
     class MyCheckpoint(plugins.CheckpointCallback):
         pass
 
-    torch.manual_seed(0)
-    model = nn.Linear(3, 1)
-    data = [{"x": torch.randn(4, 3), "y": torch.randn(4, 1)}]
-    runner = TinyRunner()
-    runner.train(
-        model=model,
-        loaders={"train": data, "valid": data},
-        callbacks=[MyCheckpoint(logdir=tmp_path / "mine", topk=0)],
-        console=False,
-    )
+    runner = tiny_run([MyCheckpoint(logdir=tmp_path / "mine", topk=0)], num_epochs=1)
     folder = tmp_path / "mine" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best.pth", "index.json", "last.pth"]
     assert sum(isinstance(c, plugins.CheckpointCallback) for c in runner.callbacks) == 1

@@ -20,6 +20,7 @@ from torch import nn
 import plugins
 from eventrunner import Runner
 from eventrunner import checkpoint as ckpt
+from eventrunner.checkpoint import files
 
 
 class TinyRunner(Runner):
@@ -187,12 +188,12 @@ def _plant_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Pat
     planted = folder / ".eventrunner-planted.tmp"
     planted.symlink_to(outside)
     names = iter([planted.name])
-    real = ckpt._temp_name
+    real = files._temp_name
 
     def predictable(where: Path) -> Path:
         return where / next(names, real(where).name)
 
-    monkeypatch.setattr(ckpt, "_temp_name", predictable)
+    monkeypatch.setattr(files, "_temp_name", predictable)
     return folder, outside
 
 
@@ -219,7 +220,7 @@ def test_the_copy_without_hard_links_does_not_follow_a_planted_symlink(tmp_path,
         raise OSError(errno.EPERM, "hard links not supported")
 
     monkeypatch.setattr(os, "link", no_links)
-    ckpt._link_into(source, folder / "best.pth")
+    ckpt.link_into(source, folder / "best.pth")
     assert outside.read_text() == "keep me"
     assert ckpt.peek_epoch(folder / "best.pth") == 3
 
@@ -228,7 +229,7 @@ def test_temp_files_are_created_exclusively_and_left_nowhere(tmp_path):
     ckpt.save_checkpoint({"format": ckpt.FORMAT, "version": 1, "epoch": 1}, [tmp_path / "a.pth"])
     ckpt.write_json_atomic(tmp_path / "b.json", [1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth", "b.json"]
-    first, second = ckpt._temp_name(tmp_path), ckpt._temp_name(tmp_path)
+    first, second = files._temp_name(tmp_path), files._temp_name(tmp_path)
     assert first != second and first.parent == tmp_path
 
 

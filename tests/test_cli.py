@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -244,7 +245,12 @@ def test_run_leaves_sys_path_as_it_was(tmp_path, capsys):
 
 def _record_train(monkeypatch) -> list[dict]:
     calls: list[dict] = []
-    monkeypatch.setattr(eventrunner.Runner, "train", lambda self, **kw: calls.append(kw))
+
+    def train(self, settings=None, /, **kwargs):
+        fields = dataclasses.fields(settings) if settings is not None else ()
+        calls.append({**{f.name: getattr(settings, f.name) for f in fields}, **kwargs})
+
+    monkeypatch.setattr(eventrunner.Runner, "train", train)
     return calls
 
 
@@ -271,3 +277,42 @@ def test_a_second_run_in_a_logdir_is_refused_unless_overwrite(tmp_path, capsys):
     assert "--overwrite" in err and "Traceback" not in err
     assert (logdir / "metrics.csv").read_bytes() == first  # the refused run wrote nothing
     assert cli.main([*command, "--overwrite"]) == 0, capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ one composition per run
+
+
+def _count_compose_and_seed(monkeypatch) -> dict[str, int]:
+    counts = {"compose": 0, "seed": 0, "seed before building": 0}
+    compose, seed = eventrunner.Runner.compose, eventrunner.runner.seed_everything
+
+    def counted_compose(self, *args, **kwargs):
+        counts["compose"] += 1
+        return compose(self, *args, **kwargs)
+
+    def counted(key):
+        def seed_everything(value):
+            counts[key] += 1
+            seed(value)
+
+        return seed_everything
+
+    monkeypatch.setattr(eventrunner.Runner, "compose", counted_compose)
+    monkeypatch.setattr(eventrunner.runner, "seed_everything", counted("seed"))
+    # build() seeds once too, so that the model's initial weights follow train.seed
+    monkeypatch.setattr(config.experiment, "seed_everything", counted("seed before building"))
+    return counts
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_run_is_composed_and_seeded_once(tmp_path, monkeypatch, capsys, dry_run):
+    # It was composed (and reseeded) three times: by the CLI, by Experiment.run, by train().
+    path = tmp_path / "my.yaml"
+    path.write_text(_tiny_config("torch.nn.Linear", in_features=4, out_features=2))
+    counts = _count_compose_and_seed(monkeypatch)
+    command = ["run", str(path), *(["--dry-run"] if dry_run else [])]
+    assert cli.main(command) == 0, capsys.readouterr().err
+    assert counts == {"compose": 1, "seed": 1, "seed before building": 1}
+    out = capsys.readouterr().out
+    assert ("done: 1 epochs" in out) is not dry_run
+    assert ("dry run: composed, not trained" in out) is dry_run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import types
 from typing import Any
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 import eventrunner
 from eventrunner import config
 from eventrunner.config import ConfigError, apply_override, build, load_config, parse_override
+from eventrunner.settings import TrainSettings
 
 pytest.importorskip("sklearn")
 
@@ -268,12 +270,51 @@ def test_config_errors_name_the_key_path(digits, dotted, value, path, says):
     assert says in message
 
 
+@pytest.mark.parametrize(
+    ("overrides", "path", "says"),
+    [
+        (["train.accumulation_steps=0"], "train.accumulation_steps", "expected a positive int"),
+        (["train.ddp_timeout=-1"], "train.ddp_timeout", "positive, finite duration"),
+        (["train.grad_clip_norm=-1"], "train.grad_clip_norm", "positive number"),
+        (["train.main_metric=loss", "train.valid_metric=acc"], "train.main_metric", "disagree"),
+        # Refused when the run is composed; build() names them first.
+        (["train.amp=fp8"], "train.amp", "'fp16' or 'bf16'"),
+        (["train.device=cudaa"], "train.device", "a torch device"),
+    ],
+)
+def test_train_settings_errors_name_their_field(overrides, path, says):
+    with pytest.raises(ConfigError) as info:
+        build(load_config(config.example_path("digits"), overrides))
+    assert info.value.path == path
+    assert str(info.value).startswith(f"{path}: ") and says in str(info.value)
+
+
+def test_the_train_section_becomes_train_settings(digits):
+    settings = build(digits).settings
+    assert isinstance(settings, TrainSettings)
+    assert (settings.num_epochs, settings.main_metric, settings.minimize_metric) == (
+        10,
+        "accuracy01",
+        False,
+    )
+
+
 def test_errors_come_before_any_training(digits, monkeypatch):
     trained = []
-    monkeypatch.setattr(eventrunner.Runner, "train", lambda self, **kw: trained.append(kw))
+    monkeypatch.setattr(eventrunner.Runner, "train", _recording(trained))
     with pytest.raises(ConfigError):
         config.run_config(_set(digits, "callbacks.1.patience", "three"))
     assert trained == []
+
+
+def _recording(calls: list[dict[str, Any]]) -> Any:
+    """A stand-in for ``Runner.train`` that records its arguments (settings as a dict)."""
+
+    def train(self, settings=None, /, **kwargs):
+        fields = dataclasses.fields(settings) if settings is not None else ()
+        calls.append({**{f.name: getattr(settings, f.name) for f in fields}, **kwargs})
+
+    return train
 
 
 def test_filters_apply_to_subscribers_that_do_not_take_them(digits):
@@ -334,6 +375,6 @@ def test_unknown_example_lists_the_available_ones():
 
 def test_train_overwrite_reaches_train(digits, monkeypatch):
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(eventrunner.Runner, "train", lambda self, **kw: calls.append(kw))
+    monkeypatch.setattr(eventrunner.Runner, "train", _recording(calls))
     build(_set(digits, "train.overwrite", True)).run()
     assert calls[0]["overwrite"] is True

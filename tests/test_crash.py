@@ -178,6 +178,14 @@ def _saving(folder: Path) -> bool:
         return False
 
 
+def _indexed_epoch(folder: Path) -> int:
+    """The last epoch ``index.json`` names (0 before the first save)."""
+    try:
+        return int(ckpt.read_index(folder)["last_epoch"] or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def _check_folder(folder: Path) -> int:
     """The invariants a kill must never break; returns the epoch in last.pth."""
     index = ckpt.read_index(folder)
@@ -217,8 +225,12 @@ def test_sigkill_at_random_moments_and_during_saves_loses_nothing(tmp_path):
                 _wait_for(lambda: (folder / "index.json").exists(), pid, "the first save")
             if kind == "save":
                 # Let one save of this round finish (so the run moves on), kill during the next.
-                _wait_for(lambda: _saving(folder), pid, "a save in progress")
-                _wait_for(lambda: not _saving(folder), pid, "the end of that save")
+                # Watched in the index, not by temp files: a killed save's temp file stays until
+                # the next run starts, and would pass for a save of this round.
+                saved = _indexed_epoch(folder)
+                _wait_for(
+                    lambda saved=saved: _indexed_epoch(folder) > saved, pid, "a save of this round"
+                )
                 _wait_for(lambda: _saving(folder), pid, "the next save")
             else:
                 time.sleep(rng.uniform(0.0, 0.6))

@@ -15,35 +15,11 @@ from torch.utils.data import DataLoader, Dataset
 import eventrunner
 import plugins
 from eventrunner import Callback, FunctionCallback, Runner
+from eventrunner.testing import RegressionRunner, regression_batches, regression_run
 
 
 def batch(size: int = 2) -> dict[str, torch.Tensor]:
-    return {"x": torch.randn(size, 3), "y": torch.randn(size, 1)}
-
-
-class TinyRunner(Runner):
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.handled: list[tuple[int, str, int]] = []
-
-    def handle_batch(self, batch):
-        self.handled.append((self.epoch_step, self.loader_key, self.loader_batch_step))
-        out = self.model(batch["x"])
-        self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
-        self.output = {"out": out}
-
-
-def run(runner: Runner, loaders: Any, callbacks: list[Any] = (), **kw: Any) -> Runner:
-    model = kw.pop("model", None) or nn.Linear(3, 1)
-    runner.train(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
-        loaders=loaders,
-        callbacks=list(callbacks),
-        console=False,
-        **kw,
-    )
-    return runner
+    return regression_batches([size])[0]
 
 
 class SampleDataset(Dataset):
@@ -80,23 +56,29 @@ class Empty:
     ids=["list", "tuple-of-pairs", "dataloader", "none", "string"],
 )
 def test_loaders_must_be_a_mapping(loaders):
-    runner = TinyRunner()
-    with pytest.raises(TypeError, match="mapping"):
-        run(runner, loaders)
+    runner = RegressionRunner()
+    model = nn.Linear(3, 1)
+    with pytest.raises(TypeError, match="mapping"):  # train() itself: None is no default here
+        runner.train(
+            model=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+            loaders=loaders,
+            console=False,
+        )
     assert runner.handled == []
 
 
 def test_empty_mapping():
     with pytest.raises(ValueError, match="loaders is empty"):
-        run(TinyRunner(), {})
+        regression_run(runner=RegressionRunner(), loaders={})
 
 
 @pytest.mark.parametrize("name", ["test", "Train", "eval", "my_valid"])
 def test_unknown_prefix_is_refused_before_the_first_batch(name):
-    runner = TinyRunner()
+    runner = RegressionRunner()
     loaders = {"train": [batch()], name: [batch()]}
     with pytest.raises(ValueError) as info:
-        run(runner, loaders)
+        regression_run(runner=runner, loaders=loaders)
     message = str(info.value)
     assert repr(name) in message
     for prefix in ("train", "valid", "infer"):
@@ -110,20 +92,20 @@ def test_unknown_prefix_is_refused_before_the_first_batch(name):
     ids=["list", "dataloader"],
 )
 def test_loader_of_len_zero_is_refused_before_the_first_batch(empty):
-    runner = TinyRunner()
+    runner = RegressionRunner()
     with pytest.raises(ValueError, match=r"'valid2'.*empty"):
-        run(runner, {"train": [batch()], "valid2": empty})
+        regression_run(runner=runner, loaders={"train": [batch()], "valid2": empty})
     assert runner.handled == []
 
 
 def test_empty_iterable_without_len_is_refused_when_its_turn_comes():
-    runner = TinyRunner()
+    runner = RegressionRunner()
     recorder: list[str] = []
     with pytest.raises(ValueError, match=r"'valid'.*no batches"):
-        run(
-            runner,
-            {"train": [batch()], "valid": Empty()},
+        regression_run(
             [FunctionCallback("exception", lambda r: recorder.append(r.loader_key))],
+            runner=runner,
+            loaders={"train": [batch()], "valid": Empty()},
         )
     assert runner.handled == [(1, "train", 1)]  # train ran first
     assert recorder == ["valid"]
@@ -132,12 +114,12 @@ def test_empty_iterable_without_len_is_refused_when_its_turn_comes():
 @pytest.mark.parametrize("dataset", [SampleDataset(), PlainDataset()], ids=["torch", "plain"])
 def test_dataset_given_as_a_loader(dataset):
     with pytest.raises(TypeError, match=r"'train'.*DataLoader"):
-        run(TinyRunner(), {"train": dataset})
+        regression_run(runner=RegressionRunner(), loaders={"train": dataset})
 
 
 def test_not_iterable_loader():
     with pytest.raises(TypeError, match=r"'train'.*iterable"):
-        run(TinyRunner(), {"train": 3})
+        regression_run(runner=RegressionRunner(), loaders={"train": 3})
 
 
 @pytest.mark.parametrize(
@@ -147,7 +129,7 @@ def test_not_iterable_loader():
 )
 def test_non_dict_batch_in_a_plain_runner(bad):
     with pytest.raises(TypeError, match=r"'valid'.*dict batches"):
-        run(TinyRunner(), {"valid": [bad]})
+        regression_run(runner=RegressionRunner(), loaders={"valid": [bad]})
 
 
 def test_loader_errors_keep_their_type():
@@ -160,9 +142,9 @@ def test_loader_errors_keep_their_type():
                 raise KeyError(f"sample {i} is missing")
             return {"x": torch.randn(3), "y": torch.randn(1)}
 
-    runner = TinyRunner()
+    runner = RegressionRunner()
     with pytest.raises(KeyError, match="sample 2 is missing"):
-        run(runner, {"train": DataLoader(Broken(), batch_size=2)})
+        regression_run(runner=runner, loaders={"train": DataLoader(Broken(), batch_size=2)})
     assert runner.handled == [(1, "train", 1)]
 
 
@@ -171,33 +153,46 @@ def test_loader_errors_keep_their_type():
 
 @pytest.mark.parametrize("valid_loader", ["valid", "valid_b"])
 def test_missing_valid_loader(valid_loader):
-    runner = TinyRunner()
+    runner = RegressionRunner()
     with pytest.raises(ValueError, match=rf"valid_loader '{valid_loader}'"):
-        run(runner, {"train": [batch()], "valid_a": [batch()]}, valid_loader=valid_loader)
+        regression_run(
+            runner=runner,
+            loaders={"train": [batch()], "valid_a": [batch()]},
+            valid_loader=valid_loader,
+        )
     assert runner.handled == []
 
 
 def test_unknown_main_metric_lists_the_produced_metrics():
-    runner = TinyRunner()
+    runner = RegressionRunner()
     with pytest.raises(ValueError, match=r"'auc'.*'valid'.*loss"):
-        run(runner, {"train": [batch()], "valid": [batch()]}, main_metric="auc", num_epochs=2)
+        regression_run(
+            runner=runner,
+            loaders={"train": [batch()], "valid": [batch()]},
+            main_metric="auc",
+            num_epochs=2,
+        )
     assert runner.handled == [(1, "train", 1), (1, "valid", 1)]
 
 
 @pytest.mark.parametrize("num_epochs", [0, -1, 1.5, "2"])
 def test_bad_num_epochs(num_epochs):
     with pytest.raises(ValueError, match="num_epochs"):
-        run(TinyRunner(), {"train": [batch()]}, num_epochs=num_epochs)
+        regression_run(
+            runner=RegressionRunner(), loaders={"train": [batch()]}, num_epochs=num_epochs
+        )
 
 
 def test_missing_model():
     with pytest.raises(ValueError, match="model"):
-        TinyRunner().train(loaders={"train": [batch()]}, console=False)
+        RegressionRunner().train(loaders={"train": [batch()]}, console=False)
 
 
 def test_callbacks_must_be_callbacks():
     with pytest.raises(TypeError, match="FunctionCallback"):
-        run(TinyRunner(), {"train": [batch()]}, [lambda runner: None])
+        regression_run(
+            [lambda runner: None], runner=RegressionRunner(), loaders={"train": [batch()]}
+        )
 
 
 def test_train_loader_without_a_loss():
@@ -206,7 +201,7 @@ def test_train_loader_without_a_loss():
             self.batch_metrics["mae"] = (self.model(batch["x"]) - batch["y"]).abs().mean()
 
     with pytest.raises(ValueError, match=r"'train'.*'loss'"):
-        run(NoLoss(), {"train": [batch()]})
+        regression_run(runner=NoLoss(), loaders={"train": [batch()]})
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "x"])
@@ -219,9 +214,11 @@ def test_bad_overfit_counts(bad):
 
 
 def test_overfit_count_for_an_unknown_loader():
-    runner = TinyRunner()
+    runner = RegressionRunner()
     with pytest.raises(ValueError, match=r"'valid'.*not among the loaders"):
-        run(runner, {"train": [batch()]}, [plugins.BatchOverfitCallback(valid=2)])
+        regression_run(
+            [plugins.BatchOverfitCallback(valid=2)], runner=runner, loaders={"train": [batch()]}
+        )
     assert runner.handled == []
 
 
@@ -230,7 +227,7 @@ def test_overfit_count_for_an_unknown_loader():
 
 @pytest.mark.parametrize("bad_value", [math.nan, math.inf, -math.inf])
 def test_non_finite_loss_stops_naming_where(bad_value):
-    class Poisoned(TinyRunner):
+    class Poisoned(RegressionRunner):
         def handle_batch(self, batch):
             super().handle_batch(batch)
             if (self.epoch_step, self.loader_key, self.loader_batch_step) == (2, "train2", 3):
@@ -240,7 +237,7 @@ def test_non_finite_loss_stops_naming_where(bad_value):
     runner = Poisoned()
     loaders = {"train": [batch()] * 2, "train2": [batch()] * 4, "valid": [batch()]}
     with pytest.raises(ValueError) as info:
-        run(runner, loaders, num_epochs=3, model=model)
+        regression_run(runner=runner, loaders=loaders, num_epochs=3, model=model)
     assert isinstance(info.value, plugins.NonFiniteLossError)
     message = str(info.value)
     assert "epoch 2" in message and "'train2'" in message and "batch 3" in message
@@ -250,14 +247,14 @@ def test_non_finite_loss_stops_naming_where(bad_value):
 
 
 def test_non_finite_valid_loss_is_caught_too():
-    class Poisoned(TinyRunner):
+    class Poisoned(RegressionRunner):
         def handle_batch(self, batch):
             super().handle_batch(batch)
             if self.loader_key == "valid":
                 self.batch_metrics["loss"] = torch.tensor(math.nan)
 
     with pytest.raises(ValueError, match=r"epoch 1, loader 'valid', batch 1"):
-        run(Poisoned(), {"train": [batch()], "valid": [batch()]})
+        regression_run(runner=Poisoned(), loaders={"train": [batch()], "valid": [batch()]})
 
 
 # ----------------------------------------------------------------- exceptions
@@ -289,7 +286,7 @@ class EventLog(Callback):
         self.log.append(f"experiment_end{self.tag}")
 
 
-class FailingRunner(TinyRunner):
+class FailingRunner(RegressionRunner):
     def __init__(self, error: BaseException) -> None:
         super().__init__()
         self.error = error
@@ -306,13 +303,13 @@ def test_exception_then_experiment_end_then_the_original_propagates():
     seen: list[BaseException | None] = []
     runner = FailingRunner(error)
     with pytest.raises(Boom) as info:
-        run(
-            runner,
-            {"train": [batch()] * 3},
+        regression_run(
             [
                 EventLog(log),
                 FunctionCallback("exception", lambda r: seen.append(r.exception)),
             ],
+            runner=runner,
+            loaders={"train": [batch()] * 3},
         )
     assert info.value is error  # unchanged: same object, no wrapping
     assert getattr(error, "__notes__", []) == []
@@ -328,10 +325,10 @@ def test_exception_in_a_subscriber_takes_the_same_path():
 
     log: list[str] = []
     with pytest.raises(Boom, match="in a subscriber"):
-        run(
-            TinyRunner(),
-            {"train": [batch()]},
+        regression_run(
             [EventLog(log), FunctionCallback("epoch_end", fail)],
+            runner=RegressionRunner(),
+            loaders={"train": [batch()]},
             num_epochs=3,
         )
     assert log == [
@@ -360,7 +357,7 @@ def test_failing_handler_does_not_mask_the_original(failing_event, caplog):
         EventLog(log, "-last", order=90),  # still gets its turn after the failing handler
     ]
     with caplog.at_level(logging.ERROR), pytest.raises(Boom) as info:
-        run(FailingRunner(error), {"train": [batch()] * 3}, callbacks)
+        regression_run(callbacks, runner=FailingRunner(error), loaders={"train": [batch()] * 3})
     assert info.value is error
     notes = getattr(error, "__notes__", [])
     assert len(notes) == 1 and "secondary failure" in notes[0] and failing_event in notes[0]
@@ -381,12 +378,16 @@ def test_failing_handler_does_not_mask_the_original(failing_event, caplog):
 def test_keyboard_interrupt_takes_the_same_path():
     log: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        run(FailingRunner(KeyboardInterrupt()), {"train": [batch()] * 3}, [EventLog(log)])
+        regression_run(
+            [EventLog(log)],
+            runner=FailingRunner(KeyboardInterrupt()),
+            loaders={"train": [batch()] * 3},
+        )
     assert log[-2:] == ["exception", "experiment_end"]
 
 
 def test_best_weights_are_not_loaded_after_a_failure():
-    class FailsInEpoch3(TinyRunner):
+    class FailsInEpoch3(RegressionRunner):
         def handle_batch(self, batch):
             super().handle_batch(batch)
             if self.loader_key == "valid":
@@ -402,10 +403,10 @@ def test_best_weights_are_not_loaded_after_a_failure():
 
     runner = FailsInEpoch3()
     with pytest.raises(Boom):
-        run(
-            runner,
-            {"train": [batch()], "valid": [batch()]},
+        regression_run(
             [FunctionCallback("exception", keep)],
+            runner=runner,
+            loaders={"train": [batch()], "valid": [batch()]},
             num_epochs=4,
             model=model,
             load_best_on_end=True,
@@ -458,16 +459,16 @@ def test_a_failure_in_experiment_end_still_runs_every_handler(tmp_path, order):
 
     log: list[str] = []
     threads_before = set(threading.enumerate())
-    runner = TinyRunner()
+    runner = RegressionRunner()
     with pytest.raises(Boom) as info:
-        run(
-            runner,
-            {"train": [batch()] * 2, "valid": [batch()]},
+        regression_run(
             [
                 EventLog(log, "-first", order=0),
                 FunctionCallback("experiment_end", fail, order=order),
                 EventLog(log, "-last", order=99),
             ],
+            runner=runner,
+            loaders={"train": [batch()] * 2, "valid": [batch()]},
             logdir=tmp_path,
         )
     assert info.value is error

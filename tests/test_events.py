@@ -1,6 +1,6 @@
 """The event bus and the loop's events: sequence, counters, order, filters, async handlers.
 
-A recorder subscriber writes down every event it receives; the tests compare that record with
+An ``EventRecorder`` writes down every event it receives; the tests compare that record with
 the sequence SPEC 6 promises for a small run.
 """
 
@@ -13,109 +13,30 @@ import anyio
 import blinker
 import pytest
 import torch
-from torch import nn
 
 from eventrunner import EVENTS, Callback, EventBus, FunctionCallback, Order, Runner
+from eventrunner.testing import EventRecorder, RegressionRunner, make_loaders, regression_run
 
 LOADERS_SPEC = {"train": 3, "valid": 2}
 
 
-class TinyRunner(Runner):
-    def handle_batch(self, batch):
-        out = self.model(batch["x"])
-        self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
-        self.output = {"out": out}
-
-
-def batches(n: int, size: int = 4) -> list[dict[str, torch.Tensor]]:
-    return [{"x": torch.randn(size, 3), "y": torch.randn(size, 1)} for _ in range(n)]
-
-
-def make_loaders(spec: dict[str, int] | None = None) -> dict[str, list[dict[str, torch.Tensor]]]:
-    return {key: batches(n) for key, n in (spec or LOADERS_SPEC).items()}
-
-
-def run(
-    callbacks: list[Any],
-    loaders: dict[str, Any] | None = None,
-    num_epochs: int = 2,
-    runner: Runner | None = None,
-    **kw: Any,
-) -> Runner:
-    model = nn.Linear(3, 1)
-    runner = runner or TinyRunner()
-    runner.train(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
-        loaders=loaders or make_loaders(),
-        callbacks=callbacks,
-        num_epochs=num_epochs,
-        console=False,
-        **kw,
-    )
-    return runner
-
-
-class Recorder(Callback):
-    """Records ``(event, epoch_step, loader_key, loader_batch_step)`` for all nine events."""
-
-    def __init__(self, order: int = Order.EXTERNAL, **kw: Any) -> None:
-        super().__init__(order=order, **kw)
-        self.events: list[tuple[str, int, str | None, int]] = []
-
-    def _record(self, event: str, runner: Runner) -> None:
-        self.events.append((event, runner.epoch_step, runner.loader_key, runner.loader_batch_step))
-
-    def on_experiment_start(self, runner):
-        self._record("experiment_start", runner)
-
-    def on_epoch_start(self, runner):
-        self._record("epoch_start", runner)
-
-    def on_loader_start(self, runner):
-        self._record("loader_start", runner)
-
-    def on_batch_start(self, runner):
-        self._record("batch_start", runner)
-
-    def on_batch_end(self, runner):
-        self._record("batch_end", runner)
-
-    def on_loader_end(self, runner):
-        self._record("loader_end", runner)
-
-    def on_epoch_end(self, runner):
-        self._record("epoch_end", runner)
-
-    def on_experiment_end(self, runner):
-        self._record("experiment_end", runner)
-
-    def on_exception(self, runner):
-        self._record("exception", runner)
-
-    def names(self) -> list[str]:
-        return [e[0] for e in self.events]
-
-    def counts(self) -> dict[str, int]:
-        return {event: self.names().count(event) for event in EVENTS}
-
-
-def expected_sequence(spec: dict[str, int], num_epochs: int) -> list[tuple[str, int, Any, int]]:
-    """SPEC 6's order, written out by hand."""
-    seq: list[tuple[str, int, Any, int]] = [("experiment_start", 0, None, 0)]
+def expected_sequence(spec: dict[str, int], num_epochs: int) -> list[tuple[str, Any, int, int]]:
+    """SPEC 6's order, written out by hand, as ``EventRecorder`` records it:
+    ``(event, loader_key, epoch_step, loader_batch_step)``."""
+    seq: list[tuple[str, Any, int, int]] = [("experiment_start", None, 0, 0)]
     last_loader: str | None = None
     last_step = 0
     for epoch in range(1, num_epochs + 1):
-        seq.append(("epoch_start", epoch, last_loader, last_step))
+        seq.append(("epoch_start", last_loader, epoch, last_step))
         for key, n in spec.items():
-            seq.append(("loader_start", epoch, key, 0))
+            seq.append(("loader_start", key, epoch, 0))
             for step in range(1, n + 1):
-                seq.append(("batch_start", epoch, key, step))
-                seq.append(("batch_end", epoch, key, step))
-            seq.append(("loader_end", epoch, key, n))
+                seq.append(("batch_start", key, epoch, step))
+                seq.append(("batch_end", key, epoch, step))
+            seq.append(("loader_end", key, epoch, n))
             last_loader, last_step = key, n
-        seq.append(("epoch_end", epoch, last_loader, last_step))
-    seq.append(("experiment_end", num_epochs, last_loader, last_step))
+        seq.append(("epoch_end", last_loader, epoch, last_step))
+    seq.append(("experiment_end", last_loader, num_epochs, last_step))
     return seq
 
 
@@ -123,15 +44,15 @@ def expected_sequence(spec: dict[str, int], num_epochs: int) -> list[tuple[str, 
 
 
 def test_exact_event_sequence_of_a_small_run():
-    recorder = Recorder()
-    run([recorder], num_epochs=2)
+    recorder = EventRecorder()
+    regression_run([recorder], loaders=make_loaders(LOADERS_SPEC), num_epochs=2)
     assert recorder.events == expected_sequence(LOADERS_SPEC, 2)
 
 
 def test_event_counters():
-    recorder = Recorder()
+    recorder = EventRecorder()
     spec = {"train": 3, "valid": 2, "infer": 1}
-    run([recorder], loaders=make_loaders(spec), num_epochs=3)
+    regression_run([recorder], loaders=make_loaders(spec), num_epochs=3)
     assert recorder.counts() == {
         "experiment_start": 1,
         "epoch_start": 3,
@@ -148,12 +69,12 @@ def test_event_counters():
 def test_handle_batch_runs_between_batch_start_and_batch_end():
     log: list[str] = []
 
-    class LoggingRunner(TinyRunner):
+    class LoggingRunner(RegressionRunner):
         def handle_batch(self, batch):
             log.append("handle_batch")
             super().handle_batch(batch)
 
-    run(
+    regression_run(
         [
             FunctionCallback("batch_start", lambda r: log.append("batch_start")),
             FunctionCallback("batch_end", lambda r: log.append("batch_end")),
@@ -169,20 +90,22 @@ def test_exception_sequence():
     class Boom(RuntimeError):
         pass
 
-    class FailingRunner(TinyRunner):
+    class FailingRunner(RegressionRunner):
         def handle_batch(self, batch):
             if self.loader_key == "valid" and self.loader_batch_step == 2:
                 raise Boom("boom")
             super().handle_batch(batch)
 
-    recorder = Recorder()
+    recorder = EventRecorder()
     with pytest.raises(Boom):
-        run([recorder], runner=FailingRunner(), num_epochs=2)
+        regression_run(
+            [recorder], loaders=make_loaders(LOADERS_SPEC), runner=FailingRunner(), num_epochs=2
+        )
     assert recorder.names()[-3:] == ["batch_start", "exception", "experiment_end"]
-    assert recorder.events[-2] == ("exception", 1, "valid", 2)
+    assert recorder.events[-2] == ("exception", "valid", 1, 2)
     names = recorder.names()
     valid_start = len(names) - 1 - names[::-1].index("loader_start")
-    assert recorder.events[valid_start][2] == "valid"
+    assert recorder.events[valid_start][1] == "valid"
     assert "loader_end" not in names[valid_start:]  # the failed pass does not end normally
 
 
@@ -204,7 +127,7 @@ def test_subscribers_run_by_order_then_registration():
         tracer("f10", 10),
         tracer("g70", 70),
     ]
-    run(callbacks, loaders=make_loaders({"train": 1}), num_epochs=1)
+    regression_run(callbacks, loaders=make_loaders({"train": 1}), num_epochs=1)
     assert calls == ["e0", "b10", "f10", "a70", "c70", "g70", "d100"]
 
 
@@ -216,7 +139,7 @@ def test_user_subscriber_runs_after_the_defaults_of_its_event():
         seen["grad"] = runner.model.weight.grad
         seen["metrics"] = dict(runner.loader_metrics)
 
-    run(
+    regression_run(
         [FunctionCallback("batch_end", probe), FunctionCallback("loader_end", probe)],
         loaders=make_loaders({"train": 2}),
         num_epochs=1,
@@ -232,21 +155,24 @@ def test_builtin_orders_are_distinct_and_as_specified():
     assert Order.BACKWARD == 30
     assert Order.OPTIMIZER == 40
     assert Order.SCHEDULER == 50
-    assert Order.CHECKPOINT == 60
+    assert Order.SELECTION == 60
     assert Order.EARLY_STOPPING == 65
     assert Order.USER == 70
     assert Order.LOGGING == 80
+    assert Order.CHECKPOINT == 90  # saves after everything its epoch does
     assert Order.EXTERNAL == 100
     assert len({int(o) for o in Order}) == len(Order)
 
 
 def test_composed_pipeline_is_listed_in_order():
-    runner = run([Recorder()], loaders=make_loaders({"train": 1}), num_epochs=1)
+    runner = regression_run([EventRecorder()], loaders=make_loaders({"train": 1}), num_epochs=1)
     orders = [s.order for s in runner.bus.subscriptions("batch_end")]
     assert orders == sorted(orders)
     names = [s.name for s in runner.bus.subscriptions("batch_end")]
     assert (
-        names.index("BackwardCallback") < names.index("OptimizerCallback") < names.index("Recorder")
+        names.index("BackwardCallback")
+        < names.index("OptimizerCallback")
+        < names.index("EventRecorder")
     )
     text = runner.bus.describe()
     for event in EVENTS:
@@ -254,7 +180,7 @@ def test_composed_pipeline_is_listed_in_order():
 
 
 def test_order_does_not_depend_on_blinker(monkeypatch):
-    """blinker promises no order; the bus must keep its own and never rely on ``send``."""
+    """blinker promises no order: the ordered subscribers never go through its ``send``."""
     bus = EventBus()
     for i, order in enumerate([50, 10, 50, 10, 0]):
         bus.connect("epoch_end", lambda r, i=i: None, order=order, name=f"h{i}")
@@ -275,7 +201,7 @@ def test_order_does_not_depend_on_blinker(monkeypatch):
         FunctionCallback("batch_end", lambda r, i=i: calls.append(i), order=order)
         for i, order in enumerate([50, 10, 50, 10, 0])
     ]
-    run(callbacks, loaders=make_loaders({"train": 1}), num_epochs=1)
+    regression_run(callbacks, loaders=make_loaders({"train": 1}), num_epochs=1)
     assert calls == [4, 1, 3, 0, 2]
 
 
@@ -287,7 +213,7 @@ def test_same_order_in_repeated_runs():
             for i in range(6)
             for event in ("loader_start", "batch_end")
         ]
-        run(callbacks, loaders=make_loaders({"train": 2, "valid": 1}), num_epochs=1)
+        regression_run(callbacks, loaders=make_loaders({"train": 2, "valid": 1}), num_epochs=1)
         return calls
 
     first = record()
@@ -314,7 +240,7 @@ def test_subscribers_are_held_strongly():
     bus.connect("epoch_start", lambda r: calls.append(0))
     bus.connect("epoch_start", Temp().handler)  # bound method of a temporary object
     gc.collect()
-    runner = TinyRunner()
+    runner = RegressionRunner()
     runner.bus = bus
     anyio.run(runner._publish, "epoch_start")
     assert calls == [0, 1]
@@ -337,7 +263,7 @@ def test_disconnect_removes_the_handler():
     a = bus.connect("epoch_start", lambda r: calls.append("a"))
     bus.connect("epoch_start", lambda r: calls.append("b"))
     bus.disconnect(a)
-    runner = TinyRunner()
+    runner = RegressionRunner()
     runner.bus = bus
     anyio.run(runner._publish, "epoch_start")
     assert calls == ["b"]
@@ -349,17 +275,17 @@ FILTER_SPEC = {"train": 2, "valid": 2, "valid2": 2, "train_extra": 1, "infer": 1
 
 
 def _loaders_seen(loaders: Any) -> set[str]:
-    recorder = Recorder(loaders=loaders)
-    run([recorder], loaders=make_loaders(FILTER_SPEC), num_epochs=1)
+    recorder = EventRecorder(loaders=loaders)
+    regression_run([recorder], loaders=make_loaders(FILTER_SPEC), num_epochs=1)
     seen = {
         loader
-        for event, _, loader, _ in recorder.events
+        for event, loader, _, _ in recorder.events
         if event in ("loader_start", "batch_start", "batch_end", "loader_end")
     }
     # every loader-level event of a matching loader fired, and only those
     for key in seen:
         n = FILTER_SPEC[key]
-        got = [e for e in recorder.events if e[2] == key and e[0] != "epoch_end"]
+        got = [e for e in recorder.events if e[1] == key and e[0] != "epoch_end"]
         assert [e[0] for e in got].count("batch_end") == n
         assert [e[0] for e in got].count("loader_start") == 1
     return seen
@@ -381,34 +307,34 @@ def test_loader_filter(loaders, expected):
 
 
 def test_loader_filter_still_gets_experiment_events():
-    recorder = Recorder(loaders="valid2")
-    run([recorder], loaders=make_loaders({"train": 1}), num_epochs=1)
+    recorder = EventRecorder(loaders="valid2")
+    regression_run([recorder], loaders=make_loaders({"train": 1}), num_epochs=1)
     assert "experiment_start" in recorder.names()
     assert "experiment_end" in recorder.names()
     assert "batch_end" not in recorder.names()
 
 
 def test_every_n_batches():
-    recorder = Recorder(every=2)
-    run([recorder], loaders=make_loaders({"train": 5, "valid": 3}), num_epochs=1)
+    recorder = EventRecorder(every=2)
+    regression_run([recorder], loaders=make_loaders({"train": 5, "valid": 3}), num_epochs=1)
     batch_steps = [
-        (loader, step) for event, _, loader, step in recorder.events if event == "batch_end"
+        (loader, step) for event, loader, _, step in recorder.events if event == "batch_end"
     ]
     assert batch_steps == [("train", 2), ("train", 4), ("valid", 2)]
     assert [e for e in recorder.events if e[0] == "batch_start"] == [
-        ("batch_start", 1, "train", 2),
-        ("batch_start", 1, "train", 4),
-        ("batch_start", 1, "valid", 2),
+        ("batch_start", "train", 1, 2),
+        ("batch_start", "train", 1, 4),
+        ("batch_start", "valid", 1, 2),
     ]
 
 
 def test_every_n_epochs_for_loader_and_epoch_events():
-    recorder = Recorder(every=2)
-    run([recorder], loaders=make_loaders({"train": 1, "valid": 1}), num_epochs=5)
+    recorder = EventRecorder(every=2)
+    regression_run([recorder], loaders=make_loaders({"train": 1, "valid": 1}), num_epochs=5)
     for event in ("epoch_start", "epoch_end"):
-        assert [e[1] for e in recorder.events if e[0] == event] == [2, 4]
+        assert [e[2] for e in recorder.events if e[0] == event] == [2, 4]
     for event in ("loader_start", "loader_end"):
-        assert [(e[1], e[2]) for e in recorder.events if e[0] == event] == [
+        assert [(e[2], e[1]) for e in recorder.events if e[0] == event] == [
             (2, "train"),
             (2, "valid"),
             (4, "train"),
@@ -419,20 +345,25 @@ def test_every_n_epochs_for_loader_and_epoch_events():
 
 
 def test_experiment_and_exception_always_fire():
-    class FailingRunner(TinyRunner):
+    class FailingRunner(RegressionRunner):
         def handle_batch(self, batch):
             raise KeyError("missing")
 
-    recorder = Recorder(every=7, loaders="valid")
+    recorder = EventRecorder(every=7, loaders="valid")
     with pytest.raises(KeyError, match="missing"):
-        run([recorder], runner=FailingRunner(), loaders=make_loaders({"train": 1, "valid": 1}))
+        regression_run(
+            [recorder],
+            runner=FailingRunner(),
+            loaders=make_loaders({"train": 1, "valid": 1}),
+            num_epochs=2,
+        )
     assert recorder.names() == ["experiment_start", "exception", "experiment_end"]
 
 
 def test_every_must_be_positive_int():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="every"):
-            Recorder(every=bad)
+            EventRecorder(every=bad)
 
 
 # ----------------------------------------------------------------- functions and async
@@ -446,7 +377,7 @@ def test_function_callback_with_filters():
         loaders="valid*",
         every=2,
     )
-    run([fn], loaders=make_loaders({"train": 4, "valid": 4, "valid2": 3}), num_epochs=1)
+    regression_run([fn], loaders=make_loaders({"train": 4, "valid": 4, "valid2": 3}), num_epochs=1)
     assert steps == [("valid", 2), ("valid", 4), ("valid2", 2)]
 
 
@@ -495,7 +426,7 @@ def test_async_handlers_awaited_in_their_place():
         FunctionCallback("batch_end", lambda r: log.append("sync-after"), order=80),
         FunctionCallback("experiment_end", lambda r: log.append("sync-experiment-end"), order=90),
     ]
-    run(callbacks, loaders=make_loaders({"train": 2}), num_epochs=1)
+    regression_run(callbacks, loaders=make_loaders({"train": 2}), num_epochs=1)
     per_batch = ["sync-before", "async-in", "async-out", "fn-async", "sync-after"]
     assert log == [
         "sync-start-first",
@@ -515,7 +446,7 @@ def test_async_handler_sees_the_loop_mode():
         await anyio.sleep(0)
         modes.append((runner.loader_key, torch.is_grad_enabled()))
 
-    run(
+    regression_run(
         [FunctionCallback("batch_end", probe)],
         loaders=make_loaders({"train": 1, "valid": 1}),
         num_epochs=1,

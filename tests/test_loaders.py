@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from eventrunner import BatchLimitLoaderWrapper, Callback, Runner, concat_datasets
+from eventrunner import BatchLimitLoaderWrapper, Callback, Runner, SupervisedRunner, concat_datasets
 from eventrunner.data.loaders import loader_kind
 
 
@@ -59,13 +59,6 @@ class NoLen:
             }
 
 
-class TinyRunner(Runner):
-    def handle_batch(self, batch):
-        out = self.model(batch["x"])
-        self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
-        self.output = {"out": out}
-
-
 class PassRecorder(Callback):
     """Per loader pass: the sample indices of its batches, the mode, and the batch length."""
 
@@ -112,9 +105,10 @@ class PassRecorder(Callback):
 def run(loaders: dict[str, Any], num_epochs: int = 1, **kw: Any) -> tuple[Runner, PassRecorder]:
     model = nn.Linear(3, 1)
     recorder = PassRecorder()
-    runner = TinyRunner()
+    runner = SupervisedRunner(input_key="x", output_key="out", target_key="y")
     runner.train(
         model=model,
+        criterion=nn.MSELoss(),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
         loaders=loaders,
         num_epochs=num_epochs,

@@ -10,44 +10,30 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
 from eventrunner import FunctionCallback
 from eventrunner.checkpoint import load_checkpoint
+from eventrunner.testing import tiny_run
 from plugins import AccuracyCallback, CSVLogger, JSONLogger
 from plugins.csv_logger import read_metrics_csv
 from plugins.json_logger import read_events, record_event
 
-
-def _loaders() -> dict[str, DataLoader]:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 6, generator=generator)
-    y = (x[:, 0] > 0).long()
-    return {
-        "train": DataLoader(TensorDataset(x[:64], y[:64]), batch_size=16),
-        "valid": DataLoader(TensorDataset(x[64:], y[64:]), batch_size=16),
-    }
+LOADERS = {"train": 4, "valid": 2}  # batches per loader
 
 
 def _train(runner_class=eventrunner.SupervisedRunner, num_epochs=3, callbacks=(), **kwargs):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
     history: list[dict[str, dict[str, float]]] = []
     record = FunctionCallback(
         "epoch_end", lambda r: history.append({k: dict(v) for k, v in r.epoch_metrics.items()})
     )
-    runner = runner_class()
-    runner.train(
-        model=model,
-        criterion=nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        loaders=_loaders(),
+    runner = tiny_run(
+        [AccuracyCallback(), record, *callbacks],
+        runner=runner_class(),
+        loaders=LOADERS,
+        batch_size=16,
         num_epochs=num_epochs,
-        callbacks=[AccuracyCallback(), record, *callbacks],
-        **{"console": False, **kwargs},
+        **kwargs,
     )
     return runner, history
 
@@ -343,20 +329,14 @@ def fake_tensorboard(monkeypatch):
 @pytest.mark.parametrize("loader", ["train/../../x", "train/../../../x"])
 def test_tensorboard_loader_folder_cannot_leave_the_logdir(tmp_path, fake_tensorboard, loader):
     logdir = tmp_path / "a" / "logs"
-    loaders = _loaders()
-    torch.manual_seed(0)
-    model = nn.Linear(6, 2)
     error = None
     try:
-        eventrunner.SupervisedRunner().train(
-            model=model,
-            criterion=nn.CrossEntropyLoss(),
-            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            loaders={loader: loaders["train"], "valid": loaders["valid"]},
+        tiny_run(
+            [fake_tensorboard()],
+            loaders={loader: LOADERS["train"], "valid": LOADERS["valid"]},
+            batch_size=16,
             num_epochs=1,
             logdir=logdir,
-            callbacks=[fake_tensorboard()],
-            console=False,
         )
     except ValueError as raised:
         error = raised
@@ -376,18 +356,12 @@ def test_tensorboard_subdir_outside_the_logdir_is_refused(tmp_path, fake_tensorb
 
 
 def test_tensorboard_loader_names_with_a_slash_nest_inside_the_logdir(tmp_path, fake_tensorboard):
-    loaders = _loaders()
-    torch.manual_seed(0)
-    model = nn.Linear(6, 2)
-    eventrunner.SupervisedRunner().train(
-        model=model,
-        criterion=nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        loaders={"train/fold1": loaders["train"], "valid": loaders["valid"]},
+    tiny_run(
+        [fake_tensorboard()],
+        loaders={"train/fold1": LOADERS["train"], "valid": LOADERS["valid"]},
+        batch_size=16,
         num_epochs=1,
         logdir=tmp_path,
-        callbacks=[fake_tensorboard()],
-        console=False,
     )
     assert _FakeSummaryWriter.folders == [
         str(tmp_path / "tensorboard" / "train" / "fold1"),

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 import plugins
-from eventrunner import Callback, FunctionCallback, Runner, accuracy
+from eventrunner import FunctionCallback, Runner, accuracy
 from eventrunner.metrics import WeightedMeans
+from eventrunner.testing import EventRecorder, regression_run
 
 # ----------------------------------------------------------------- accuracy
 
@@ -99,38 +100,17 @@ class MetricRunner(Runner):
         self.output = {"out": out}
 
 
-class BatchMetricsRecorder(Callback):
-    def __init__(self) -> None:
-        super().__init__(order=100)
-        self.batch_metrics: list[dict[str, Any]] = []
-
-    def on_batch_end(self, runner):
-        self.batch_metrics.append(dict(runner.batch_metrics))
-
-
-def run_metrics(
-    loaders: dict[str, Any],
-    callbacks: list[Any] | None = None,
-    runner: Runner | None = None,
-    num_epochs: int = 1,
-) -> Runner:
-    model = nn.Linear(3, 1)
-    runner = runner or MetricRunner()
-    runner.train(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
-        loaders=loaders,
-        callbacks=callbacks or [],
-        num_epochs=num_epochs,
-        console=False,
-    )
-    return runner
+def metrics_recorder() -> EventRecorder:
+    """Keeps a copy of ``batch_metrics`` at every batch end."""
+    return EventRecorder(events=["batch_end"], fields=["batch_metrics"])
 
 
 @pytest.mark.parametrize("loader_key", ["train", "valid"])
 def test_scalars_are_batch_size_weighted_means(loader_key):
-    recorder = BatchMetricsRecorder()
-    runner = run_metrics({loader_key: metric_batches()}, [recorder])
+    recorder = metrics_recorder()
+    runner = regression_run(
+        [recorder], loaders={loader_key: metric_batches()}, runner=MetricRunner()
+    )
     metrics = runner.epoch_metrics[loader_key]
     assert metrics["py_float"] != pytest.approx(PLAIN_MEAN)
     for name in ("py_float", "tensor", "with_grad", "one_element"):
@@ -141,19 +121,19 @@ def test_scalars_are_batch_size_weighted_means(loader_key):
     assert "vector" not in metrics and "text" not in metrics
     assert all(
         torch.equal(b["vector"], torch.full((3,), v))
-        for b, v in zip(recorder.batch_metrics, VALUES, strict=True)
+        for b, v in zip(recorder.column("batch_metrics"), VALUES, strict=True)
     )
-    assert [b["text"] for b in recorder.batch_metrics] == ["not a number"] * 3
+    assert [b["text"] for b in recorder.column("batch_metrics")] == ["not a number"] * 3
     grad = loader_key == "train"
-    assert all(b["with_grad"].requires_grad is grad for b in recorder.batch_metrics)
+    assert all(b["with_grad"].requires_grad is grad for b in recorder.column("batch_metrics"))
     assert runner.loader_metrics is runner.epoch_metrics[loader_key]
 
 
 def test_loss_weighted_by_batch_size():
     batches = metric_batches()
-    recorder = BatchMetricsRecorder()
-    runner = run_metrics({"valid": batches}, [recorder])
-    losses = [b["loss"].item() for b in recorder.batch_metrics]
+    recorder = metrics_recorder()
+    runner = regression_run([recorder], loaders={"valid": batches}, runner=MetricRunner())
+    losses = [b["loss"].item() for b in recorder.column("batch_metrics")]
     expected = sum(v * n for v, n in zip(losses, SIZES, strict=True)) / sum(SIZES)
     assert runner.epoch_metrics["valid"]["loss"] == pytest.approx(expected)
 
@@ -168,7 +148,7 @@ def test_batch_size_is_the_first_tensor_in_key_order():
 
     # "w" first, with a leading dim that is not the sample count
     batches = [{"w": torch.zeros(n * 2), **b} for b, n in zip(metric_batches(), SIZES, strict=True)]
-    runner = run_metrics({"valid": batches}, runner=Runner2())
+    runner = regression_run(loaders={"valid": batches}, runner=Runner2())
     assert seen == [8, 8, 4]
     # weights 8, 8, 4 are proportional to 4, 4, 2: same mean
     assert runner.epoch_metrics["valid"]["py_float"] == pytest.approx(WEIGHTED)
@@ -180,7 +160,7 @@ def test_handle_batch_may_reweigh_the_batch():
             super().handle_batch(batch)
             self.batch_size = 1  # every batch counts the same
 
-    runner = run_metrics({"valid": metric_batches()}, runner=Reweigh())
+    runner = regression_run(loaders={"valid": metric_batches()}, runner=Reweigh())
     assert runner.epoch_metrics["valid"]["py_float"] == pytest.approx(PLAIN_MEAN)
     assert runner.sample_step == 3
 
@@ -195,14 +175,14 @@ def test_metrics_are_per_loader_and_per_epoch():
 
     epochs: list[dict[str, dict[str, float]]] = []
     loaders = {key: metric_batches() for key in ("train", "valid", "valid2")}
-    run_metrics(
-        loaders,
+    regression_run(
         [
             FunctionCallback(
                 "epoch_end",
                 lambda r: epochs.append({k: dict(v) for k, v in r.epoch_metrics.items()}),
             )
         ],
+        loaders=loaders,
         runner=ByLoader(),
         num_epochs=2,
     )
@@ -222,7 +202,9 @@ def test_loader_metrics_are_final_after_aggregation_order():
             order=order,
         )
 
-    run_metrics({"valid": metric_batches()}, [at(15), at(25), at(80)])
+    regression_run(
+        [at(15), at(25), at(80)], loaders={"valid": metric_batches()}, runner=MetricRunner()
+    )
     assert "py_float" not in seen["15"]
     assert seen["25"]["py_float"] == pytest.approx(WEIGHTED)
     assert seen["80"] == seen["25"]
@@ -240,7 +222,7 @@ def test_weighted_means_directly():
 def test_non_scalar_tensor_warns_once_per_loader_and_key(caplog):
     loaders = {"train": metric_batches(), "valid": metric_batches()}
     with caplog.at_level(logging.WARNING, logger="eventrunner"):
-        runner = run_metrics(loaders, num_epochs=2)
+        runner = regression_run(loaders=loaders, num_epochs=2, runner=MetricRunner())
     warnings = [r.getMessage() for r in caplog.records if "not a scalar" in r.getMessage()]
     assert warnings == [
         f"eventrunner: loader {loader!r}: batch_metrics['vector'] is a tensor of shape (3,), "

@@ -5,12 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-import torch
-from _data import separable_loaders
-from torch import nn
 
-import eventrunner
 from eventrunner import plot
+from eventrunner.testing import tiny_run
 from plugins import AccuracyCallback
 
 pytest.importorskip("matplotlib")
@@ -26,18 +23,7 @@ def _png_size(path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("run")
-    loaders = separable_loaders(32, 16)
-    model = nn.Linear(4, 2)
-    eventrunner.SupervisedRunner().train(
-        model=model,
-        criterion=nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        loaders=loaders,
-        num_epochs=3,
-        callbacks=[AccuracyCallback()],
-        logdir=path,
-        console=False,
-    )
+    tiny_run([AccuracyCallback()], num_epochs=3, loaders={"train": 4, "valid": 2}, logdir=path)
     return path
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import eventrunner
-from eventrunner.data import prefetch
+from eventrunner.data import prefetch, prefetch_trial
 from eventrunner.data.prefetch import Prefetcher, move_to_device, prefetched
 
 Pair = collections.namedtuple("Pair", "left right")
@@ -66,16 +66,21 @@ def assert_same(a, b) -> None:
 
 
 class Recorder(eventrunner.Runner):
-    """Keeps every batch it gets; a scalar loss so the default subscribers are content."""
+    """Keeps every batch it gets (and ``probe(batch)`` in ``probed``); a scalar loss so the
+    default subscribers are content."""
 
-    def __init__(self, *args, sleep: float = 0.0, fail_at: int | None = None, **kwargs):
+    def __init__(self, *args, sleep=0.0, fail_at=None, probe=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.seen: list = []
+        self.probed: list = []
         self.sleep = sleep
         self.fail_at = fail_at
+        self.probe = probe
 
     def handle_batch(self, batch):
         self.seen.append(batch)
+        if self.probe is not None:
+            self.probed.append(self.probe(batch))
         if self.sleep:
             time.sleep(self.sleep)
         if self.fail_at is not None and len(self.seen) == self.fail_at:
@@ -129,16 +134,9 @@ def test_move_to_device_keeps_structure():
 @pytest.mark.parametrize("mode", MODES)
 def test_batches_land_on_cuda_intact(mode):
     batches = [nested_batch(i) for i in range(30)]
-    seen = []
-
-    class OnDevice(Recorder):
-        def handle_batch(self, batch):
-            seen.append(batch["features"].device.type)
-            super().handle_batch(batch)
-
-    runner = OnDevice(device="cuda")
+    runner = Recorder(device="cuda", probe=lambda batch: batch["features"].device.type)
     train(runner, Batches(batches), mode=mode)
-    assert set(seen) == {"cuda"}
+    assert set(runner.probed) == {"cuda"}
     for got, want in zip(runner.seen, batches, strict=True):
         assert_same(want, got)
     assert runner.seen[0]["nested"]["ids"].device.type == "cuda"
@@ -146,13 +144,13 @@ def test_batches_land_on_cuda_intact(mode):
 
 @pytest.mark.parametrize("decision", [True, False])
 def test_switching_way_after_the_trial_loses_no_batch(monkeypatch, decision):
-    monkeypatch.setattr(prefetch, "TRIAL_BATCHES", 3)
+    monkeypatch.setattr(prefetch_trial, "TRIAL_BATCHES", 3)
 
     def decide(plan, key):
         plan.use_thread = decision
         return decision
 
-    monkeypatch.setattr(prefetch._Plan, "decide", decide)
+    monkeypatch.setattr(prefetch_trial.Plan, "decide", decide)
     numbers = [{"i": torch.tensor(i)} for i in range(60)]
     with prefetched(Batches(numbers), lambda b: b, 2) as batches:
         got = [int(b["i"]) for b in batches]
@@ -271,15 +269,9 @@ def test_at_most_prefetch_batches_are_fetched_ahead():
 
 
 def test_prefetch_zero_starts_no_thread():
-    seen_threads = []
-
-    class Watch(Recorder):
-        def handle_batch(self, batch):
-            seen_threads.append(threading.active_count())
-            super().handle_batch(batch)
-
-    train(Watch(), Batches([{"x": torch.zeros(1)}] * 30), mode="thread", prefetch=0)
-    assert max(seen_threads) == threading.active_count()
+    runner = Recorder(probe=lambda batch: threading.active_count())
+    train(runner, Batches([{"x": torch.zeros(1)}] * 30), mode="thread", prefetch=0)
+    assert max(runner.probed) == threading.active_count()
 
 
 class TupleRecorder(Recorder):
@@ -346,7 +338,7 @@ class FakeCudaMover:
 def test_cuda_path_copies_on_the_producer_and_waits_for_the_slot_it_reuses(monkeypatch):
     movers = []
     monkeypatch.setattr(
-        prefetch, "_CudaMover", lambda device: movers.append(FakeCudaMover(device)) or movers[-1]
+        prefetch, "CudaMover", lambda device: movers.append(FakeCudaMover(device)) or movers[-1]
     )
     depth, n = 2, 12
     loader = Batches([{"i": torch.tensor(i)} for i in range(n)])

@@ -12,29 +12,18 @@ import sys
 import time
 
 import pytest
-import torch
-from _data import separable_loaders
-from torch import nn
 
 import eventrunner
+from eventrunner.testing import tiny_run
 from plugins import ProgressBarCallback
 
 
 def _train(runner_class=eventrunner.SupervisedRunner, callbacks=(), num_epochs=2, **kwargs):
-    loaders = separable_loaders(48, 16)
-    model = nn.Linear(4, 2)
-    runner = runner_class()
-    runner.train(
-        model=model,
-        criterion=nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        loaders=loaders,
-        num_epochs=num_epochs,
-        callbacks=list(callbacks),
-        console=False,
-        **kwargs,
+    # 6 train and 2 valid batches: the bar counts differ per loader.
+    loaders = {"train": 6, "valid": 2}
+    return tiny_run(
+        callbacks, runner=runner_class(), loaders=loaders, num_epochs=num_epochs, **kwargs
     )
-    return runner
 
 
 class _RecordingBar(ProgressBarCallback):

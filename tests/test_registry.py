@@ -82,6 +82,23 @@ def test_every_default_kind_that_train_composes_is_registered():
     assert missing == []
 
 
+def test_builtins_are_found_by_kind_without_entry_points(monkeypatch):
+    # A source checkout that is not installed has no entry points; the names stay the same.
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(plugins.__file__).parents[1] / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"][registry.ENTRY_POINT_GROUP]
+    monkeypatch.setattr(registry, "entry_points", lambda **params: [])
+    registry.refresh()
+    try:
+        found = registry.available()
+        assert {name: ep.value for name, ep in found.items()} == declared
+        assert all(ep.dist is None for ep in found.values())
+        assert registry.resolve("early_stopping") is plugins.EarlyStoppingCallback
+    finally:
+        monkeypatch.undo()
+        registry.refresh()
+
+
 def test_unknown_name_lists_close_matches():
     with pytest.raises(ValueError, match="did you mean 'early_stopping'") as info:
         registry.resolve("early_stoping")

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 import plugins
 from eventrunner import BatchLimitLoaderWrapper, Callback, Order, Runner
 from eventrunner import checkpoint as ckpt
+from eventrunner.checkpoint import resume as restoring
 from eventrunner.rng import loader_generators, rng_state, set_rng_state
 
 
@@ -165,7 +166,7 @@ def test_without_restoring_rng_the_runs_differ(tmp_path, monkeypatch):
     # The test above could pass by luck if nothing were random: show that it is not so.
     whole = _run("loader_generator", tmp_path / "whole", 4)
     _run("loader_generator", tmp_path / "split", 2)
-    monkeypatch.setattr(ckpt, "set_rng_state", lambda *args, **kwargs: None)
+    monkeypatch.setattr(restoring, "set_rng_state", lambda *args, **kwargs: None)
     rest = _run("loader_generator", tmp_path / "split", 4, tmp_path / "split/checkpoints/last.pth")
     assert not all(torch.equal(whole["model"][k], rest["model"][k]) for k in whole["model"])
 

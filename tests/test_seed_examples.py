@@ -23,6 +23,7 @@ import eventrunner
 import plugins as dl
 from eventrunner import BatchLimitLoaderWrapper, accuracy, concat_datasets
 from eventrunner.events import Order
+from eventrunner.state import RunState
 
 _X, _Y = load_digits(return_X_y=True)
 _X = (_X / 16.0).astype(np.float32)
@@ -150,13 +151,13 @@ class Recorder(eventrunner.Callback):
         self.passes: list[dict[str, Any]] = []
         self.epochs: list[dict[str, Any]] = []
 
-    def on_loader_start(self, runner):
+    def on_loader_start(self, runner: RunState) -> None:
         self.before = [p.detach().clone() for p in runner.model.parameters()]
         self.passes.append(
             {"epoch": runner.epoch_step, "loader": runner.loader_key, "batches": [], "modes": set()}
         )
 
-    def on_batch_end(self, runner):
+    def on_batch_end(self, runner: RunState) -> None:
         current = self.passes[-1]
         current["batches"].append(_fingerprint(runner.batch))
         current["keys"] = sorted(runner.batch)
@@ -169,14 +170,14 @@ class Recorder(eventrunner.Callback):
             )
         )
 
-    def on_loader_end(self, runner):
+    def on_loader_end(self, runner: RunState) -> None:
         after = list(runner.model.parameters())
         self.passes[-1]["changed"] = any(
             not torch.equal(a, b) for a, b in zip(self.before, after, strict=True)
         )
         self.passes[-1]["metrics"] = dict(runner.loader_metrics)
 
-    def on_epoch_end(self, runner):
+    def on_epoch_end(self, runner: RunState) -> None:
         self.epochs.append(
             {
                 "metrics": {k: dict(v) for k, v in runner.epoch_metrics.items()},

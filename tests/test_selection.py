@@ -1,9 +1,9 @@
 """Model selection: each CheckpointCallback keeps its own best; ``runner.best_epoch`` and
 ``runner.best_valid_metric`` follow the run's own ``valid_loader``/``main_metric`` only.
 
-A scripted runner trains for real on ``train`` and reports chosen ``m1``/``m2`` values on
-``valid``, so every best epoch is known in advance: m1 is minimised (best epoch 2), m2 is
-maximised (best epoch 3).
+A ``ScriptRunner`` trains for real on ``train`` and reports chosen ``m1``/``m2`` values (and no
+loss) on ``valid``, so every best epoch is known in advance: m1 is minimised (best epoch 2), m2
+is maximised (best epoch 3).
 """
 
 from __future__ import annotations
@@ -15,36 +15,33 @@ from typing import Any
 
 import pytest
 import torch
-from test_checkpoint import WeightsRecorder, _loaders, _same
 from torch import nn
 
 import plugins
-from eventrunner import Callback, Runner
+from eventrunner import Callback
 from eventrunner import checkpoint as ckpt
+from eventrunner.testing import (
+    ScriptRunner,
+    WeightsRecorder,
+    make_loaders,
+    regression_run,
+    same_weights,
+)
 
 M1 = [3.0, 1.0, 2.0, 5.0]  # minimised: epoch 2
 M2 = [0.2, 0.1, 0.9, 0.5]  # maximised: epoch 3
 
 
-class TwoMetricRunner(Runner):
-    def handle_batch(self, batch: dict[str, Any]) -> None:
-        out = self.model(batch["x"])
-        if self.is_train_loader:
-            self.batch_metrics["loss"] = ((out - batch["y"]) ** 2).mean()
-        else:
-            self.batch_metrics.update(m1=M1[self.epoch_step - 1], m2=M2[self.epoch_step - 1])
-
-
-def _train(callbacks: list[Callback], num_epochs: int = 4, **kwargs: Any) -> TwoMetricRunner:
+def _train(callbacks: list[Callback], num_epochs: int = 4, **kwargs: Any) -> ScriptRunner:
     torch.manual_seed(0)
-    model = nn.Linear(3, 1)
-    runner = TwoMetricRunner()
-    runner.train(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        loaders=_loaders(),
+    runner = ScriptRunner({"m1": M1, "m2": M2}, valid_loss=False)
+    regression_run(
+        callbacks,
+        runner=runner,
+        loaders=make_loaders({"train": 3, "valid": 1}, batch_size=8, seed=0),
+        model=nn.Linear(3, 1),
+        lr=0.1,
         num_epochs=num_epochs,
-        callbacks=callbacks,
         **kwargs,
     )
     return runner
@@ -75,7 +72,7 @@ def test_two_checkpoint_callbacks_keep_their_own_best(tmp_path):
         folder = tmp_path / name / "checkpoints"
         best = ckpt.load_checkpoint(folder / "best.pth")
         assert best["epoch"] == epoch
-        assert _same(best["model"], weights.weights[epoch])
+        assert same_weights(best["model"], weights.weights[epoch])
         index = json.loads((folder / "index.json").read_text())
         assert index["best_epoch"] == epoch
         assert index["files"]["best.pth"]["epoch"] == epoch
@@ -100,7 +97,7 @@ def test_load_best_on_end_loads_the_best_of_the_run_selection(tmp_path):
         console=False,
     )
     assert runner.best_epoch == 3
-    assert _same(runner.model.state_dict(), weights.weights[3])
+    assert same_weights(runner.model.state_dict(), weights.weights[3])
 
 
 def _three(tmp: Path) -> list[Callback]:

@@ -9,20 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from eventrunner import Callback, SupervisedRunner
+from eventrunner import SupervisedRunner
+from eventrunner.testing import EventRecorder
 
 
-class BatchRecorder(Callback):
-    def __init__(self) -> None:
-        super().__init__(order=100)
-        self.batches: list[dict[str, Any]] = []
-        self.outputs: list[dict[str, Any]] = []
-        self.metrics: list[dict[str, Any]] = []
-
-    def on_batch_end(self, runner):
-        self.batches.append(runner.batch)
-        self.outputs.append(runner.output)
-        self.metrics.append(dict(runner.batch_metrics))
+def batch_recorder() -> EventRecorder:
+    """Keeps the batch, the output and the batch metrics of every batch."""
+    return EventRecorder(events=["batch_end"], fields=["batch", "output", "batch_metrics"])
 
 
 def pairs(n: int = 3, size: int = 4, container: type = tuple) -> list[Any]:
@@ -35,8 +28,8 @@ def train(
     model: nn.Module,
     criterion: Any = None,
     **kw: Any,
-) -> BatchRecorder:
-    recorder = BatchRecorder()
+) -> EventRecorder:
+    recorder = batch_recorder()
     runner.train(
         model=model,
         criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
@@ -55,11 +48,11 @@ def test_pairs_become_dicts(container):
     model = nn.Linear(3, 2)
     before = model.weight.detach().clone()
     recorder = train(SupervisedRunner(), {"train": data, "valid": pairs(1)}, model)
-    first = recorder.batches[0]
+    first = recorder.column("batch")[0]
     assert list(first) == ["features", "targets"]
     assert first["features"] is data[0][0] and first["targets"] is data[0][1]
-    assert list(recorder.outputs[0]) == ["logits"]
-    assert recorder.outputs[0]["logits"].shape == (4, 2)
+    assert list(recorder.column("output")[0]) == ["logits"]
+    assert recorder.column("output")[0]["logits"].shape == (4, 2)
     assert not torch.equal(model.weight, before)  # trained on the "loss" key
 
 
@@ -68,7 +61,7 @@ def test_dataloader_of_a_tensor_dataset():
     model = nn.Linear(3, 2)
     runner = SupervisedRunner()
     recorder = train(runner, {"train": DataLoader(dataset, batch_size=4)}, model)
-    assert [b["features"].shape[0] for b in recorder.batches] == [4, 4, 2]
+    assert [b["features"].shape[0] for b in recorder.column("batch")] == [4, 4, 2]
     assert runner.sample_step == 10
     assert "loss" in runner.epoch_metrics["train"]
 
@@ -78,9 +71,10 @@ def test_custom_keys():
     runner = SupervisedRunner(input_key="x", output_key="scores", target_key="y", loss_key="ce")
     before = model.weight.detach().clone()
     recorder = train(runner, {"train": pairs(2)}, model)
-    assert list(recorder.batches[0]) == ["x", "y"]
-    assert list(recorder.outputs[0]) == ["scores"]
-    assert "ce" in recorder.metrics[0] and "loss" not in recorder.metrics[0]
+    assert list(recorder.column("batch")[0]) == ["x", "y"]
+    assert list(recorder.column("output")[0]) == ["scores"]
+    first_metrics = recorder.column("batch_metrics")[0]
+    assert "ce" in first_metrics and "loss" not in first_metrics
     assert not torch.equal(model.weight, before)  # backward used loss_key="ce"
     assert "ce" in runner.epoch_metrics["train"]
 
@@ -127,7 +121,7 @@ def test_list_input_key_calls_model_with_those_keys():
     recorder = train(runner, {"valid": data}, model)
     with torch.no_grad():
         expected = model(features=data[0]["features"], extra=data[0]["extra"])
-    assert torch.allclose(recorder.outputs[0]["logits"], expected)
+    assert torch.allclose(recorder.column("output")[0]["logits"], expected)
 
 
 def test_none_input_key_calls_model_with_the_whole_batch():
@@ -166,7 +160,7 @@ def test_list_output_key_names_a_tuple_and_loss_uses_the_first():
 
     runner = SupervisedRunner(output_key=["logits", "doubled"])
     recorder = train(runner, {"train": dict_batches(1, with_extra=False)}, TwoOutputs(), criterion)
-    output = recorder.outputs[0]
+    output = recorder.column("output")[0]
     assert list(output) == ["logits", "doubled"]
     assert torch.allclose(output["doubled"], output["logits"] * 2)
     assert seen[0] is output["logits"]
@@ -203,8 +197,8 @@ def test_none_output_key_expects_a_dict():
 
     runner = SupervisedRunner(output_key=None)
     recorder = train(runner, {"train": dict_batches(1, with_extra=False)}, DictModel(), criterion)
-    assert set(recorder.outputs[0]) == {"logits", "probs"}
-    assert seen[0] is recorder.outputs[0]["logits"]  # the loss reads "logits"
+    assert set(recorder.column("output")[0]) == {"logits", "probs"}
+    assert seen[0] is recorder.column("output")[0]["logits"]  # the loss reads "logits"
 
     with pytest.raises(TypeError, match="dict"):
         train(SupervisedRunner(output_key=None), {"train": dict_batches(1)}, nn.Linear(3, 2))
@@ -213,9 +207,9 @@ def test_none_output_key_expects_a_dict():
 def test_no_criterion_no_loss():
     runner = SupervisedRunner()
     model = nn.Linear(3, 2)
-    recorder = BatchRecorder()
+    recorder = batch_recorder()
     runner.train(model=model, loaders={"valid": pairs(2)}, callbacks=[recorder], console=False)
-    assert recorder.metrics[0] == {}
+    assert recorder.column("batch_metrics")[0] == {}
     assert runner.epoch_metrics["valid"] == {}
 
 

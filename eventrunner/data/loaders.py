@@ -12,6 +12,8 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from eventrunner.checks import is_number, positive_int
+
 LOADER_PREFIXES = ("train", "valid", "infer")
 
 
@@ -72,15 +74,16 @@ def validate_loaders(loaders: Any) -> dict[str, Any]:
 
 def check_num_batches(num_batches: int | float, owner: str) -> int | float:
     """Validate a batch count (int >= 1) or fraction (float in (0, 1])."""
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int | float):
+    if not is_number(num_batches):
         raise TypeError(f"{owner}: num_batches must be an int or a float, got {num_batches!r}")
-    if isinstance(num_batches, float) and not 0.0 < num_batches <= 1.0:
-        raise ValueError(
-            f"{owner}: a float num_batches is a fraction of the loader in (0, 1], got {num_batches}"
-        )
-    if isinstance(num_batches, int) and num_batches < 1:
-        raise ValueError(f"{owner}: num_batches must be >= 1, got {num_batches}")
-    return num_batches
+    if isinstance(num_batches, float):
+        if not 0.0 < num_batches <= 1.0:
+            raise ValueError(
+                f"{owner}: a float num_batches is a fraction of the loader in (0, 1], "
+                f"got {num_batches}"
+            )
+        return num_batches
+    return positive_int(num_batches, f"{owner}: num_batches")
 
 
 def _batch_limit(num_batches: int | float, length: int | None, owner: str) -> int | None:

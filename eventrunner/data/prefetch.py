@@ -1,11 +1,11 @@
 """Fetches batches ahead of the loop and moves them to the runner's device.
 
 A producer thread fetches up to ``prefetch`` batches ahead and hands them over through a
-plain queue (a few µs; anyio's cross-thread calls cost 3-200 µs, see ARCHITECTURE.md). On
+plain queue (a few µs; anyio's cross-thread calls cost 3-200 µs). On
 CUDA every tensor is pinned and copied with ``non_blocking=True`` on a side stream that the
-compute stream waits on. On the CPU a thread only pays when fetching releases the GIL (sleep,
-I/O, torch ops); over in-memory batches it fights the loop for the GIL. So each loader's first
-batches are timed both ways there and the faster way is kept (see :class:`Prefetcher`).
+compute stream waits on (:mod:`eventrunner.data.device`). On the CPU a thread only pays when
+fetching releases the GIL, so each loader's first batches are timed both ways there and the
+faster way is kept (:mod:`eventrunner.data.prefetch_trial`).
 """
 
 from __future__ import annotations
@@ -13,23 +13,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import statistics
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 
+from eventrunner.checks import is_int
+from eventrunner.data.device import CudaMover, move_to_device
+from eventrunner.data.prefetch_trial import Plan, trial
+
+__all__ = [
+    "MAX_PREFETCH",
+    "STOP_TIMEOUT",
+    "Prefetcher",
+    "check_prefetch",
+    "move_to_device",
+    "prefetched",
+]
+
 log = logging.getLogger("eventrunner")
 
 Convert = Callable[[Any], Any]
 
-#: Batches timed per way and round; the ways alternate (inline first) for TRIAL_ROUNDS rounds.
-TRIAL_BATCHES = 5
-TRIAL_ROUNDS = 3
-#: The thread must be this much faster per batch to be kept (it costs a core and GIL traffic).
-THREAD_MARGIN = 0.10
 #: The most batches ``prefetch`` may fetch ahead: each one waiting is held in memory.
 MAX_PREFETCH = 1024
 #: Seconds a closing pass waits for the producer's current fetch before leaving it running.
@@ -38,7 +44,7 @@ STOP_TIMEOUT = 1.0
 
 def check_prefetch(value: Any, what: str = "prefetch") -> int:
     """``value`` when it is an int from 0 to :data:`MAX_PREFETCH`; else an error naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{what} must be an int (batches fetched ahead), got {value!r}")
     if not 0 <= value <= MAX_PREFETCH:
         raise ValueError(
@@ -68,87 +74,6 @@ def _close_iterator(it: Any) -> None:
         close()
 
 
-def move_to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Every tensor in a (nested) dict/list/tuple moved to ``device``; other values untouched."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, dict):
-        return {key: move_to_device(value, device, non_blocking) for key, value in obj.items()}
-    if isinstance(obj, list):
-        return [move_to_device(value, device, non_blocking) for value in obj]
-    if isinstance(obj, tuple):
-        moved = [move_to_device(value, device, non_blocking) for value in obj]
-        return type(obj)(*moved) if hasattr(obj, "_fields") else tuple(moved)
-    return obj
-
-
-def _pinned_to_device(obj: Any, device: torch.device) -> Any:
-    """Like :func:`move_to_device`, pinning host tensors first so the copy is truly async."""
-    if isinstance(obj, torch.Tensor):
-        if obj.device.type == "cpu" and not obj.is_pinned():
-            obj = obj.pin_memory()
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {key: _pinned_to_device(value, device) for key, value in obj.items()}
-    if isinstance(obj, list):
-        return [_pinned_to_device(value, device) for value in obj]
-    if isinstance(obj, tuple):
-        moved = [_pinned_to_device(value, device) for value in obj]
-        return type(obj)(*moved) if hasattr(obj, "_fields") else tuple(moved)
-    return obj
-
-
-def _record_stream(obj: Any, stream: Any) -> None:
-    """Tell the caching allocator that ``stream`` uses every CUDA tensor of ``obj``."""
-    if isinstance(obj, torch.Tensor):
-        if obj.is_cuda:
-            obj.record_stream(stream)
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            _record_stream(value, stream)
-    elif isinstance(obj, list | tuple):
-        for value in obj:
-            _record_stream(value, stream)
-
-
-class _CudaMover:
-    """Copies batches on a side stream; the compute stream waits for each copy.
-
-    ``put`` (producer thread) issues the copy on the side stream and records an event after
-    it. ``take`` (loop thread) makes the compute stream wait on that event, a device-side wait
-    with no host sync, and records the compute stream on every tensor so that the allocator
-    does not reuse a batch's memory while kernels that read it are still queued. ``mark``
-    records the compute stream's progress when a batch is handed out; the producer waits for
-    it before copying the batch that takes that slot, so the host never runs more than
-    ``prefetch`` batches ahead of the GPU and at most ``prefetch + 1`` batches are on it.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.stream = torch.cuda.Stream(device)
-
-    def put(self, batch: Any, after: Any = None) -> tuple[Any, Any]:
-        if after is not None:
-            after.synchronize()  # on the producer thread: the loop itself never waits here
-        with torch.cuda.stream(self.stream):
-            moved = _pinned_to_device(batch, self.device)
-            copied = torch.cuda.Event()
-            copied.record(self.stream)
-        return moved, copied
-
-    def take(self, item: tuple[Any, Any]) -> Any:
-        moved, copied = item
-        stream = torch.cuda.current_stream(self.device)
-        stream.wait_event(copied)
-        _record_stream(moved, stream)
-        return moved
-
-    def mark(self) -> Any:
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.device))
-        return event
-
-
 class _Failure:
     """An exception raised by the loader (or the conversion), carried to the loop."""
 
@@ -161,39 +86,13 @@ class _Failure:
 _END = object()
 
 
-class _Plan:
-    """What was measured for one loader: seconds per batch inline and with the thread."""
-
-    __slots__ = ("inline", "loader", "thread", "use_thread")
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-        self.inline: list[float] = []
-        self.thread: list[float] = []
-        self.use_thread: bool | None = None
-
-    def next_way(self) -> str | None:
-        """The way to time next (``inline`` first, then alternating), None when done."""
-        total = TRIAL_ROUNDS * TRIAL_BATCHES
-        if len(self.inline) >= total and len(self.thread) >= total:
-            return None
-        return "inline" if len(self.inline) <= len(self.thread) else "thread"
-
-    def decide(self, key: str | None) -> bool:
-        inline, thread = statistics.median(self.inline), statistics.median(self.thread)
-        self.use_thread = thread < inline * (1.0 - THREAD_MARGIN)
-        log.debug(
-            "eventrunner: loader %r: %.0f µs per batch inline, %.0f µs with a prefetch thread: %s",
-            key,
-            inline * 1e6,
-            thread * 1e6,
-            "thread" if self.use_thread else "inline",
-        )
-        return self.use_thread
-
-
 class _Pass:
-    """One pass over a loader: its iterator, and the producer thread while there is one."""
+    """One pass over a loader: its iterator, and the producer thread while there is one.
+
+    It fetches either way, inline (:meth:`from_loop`) or on the producer thread
+    (:meth:`from_thread`), and can switch between them mid-pass without losing a batch; the
+    trial (:func:`~eventrunner.data.prefetch_trial.trial`) does.
+    """
 
     def __init__(
         self,
@@ -205,7 +104,7 @@ class _Pass:
     ) -> None:
         self._depth = depth
         self._key = key
-        self._mover = _CudaMover(device) if device.type == "cuda" else None
+        self._mover = CudaMover(device) if device.type == "cuda" else None
         if device.type in ("cpu", "cuda"):
             self._prepare = convert  # the CUDA copy is the mover's
         else:
@@ -214,7 +113,7 @@ class _Pass:
         self._credits: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._ended = False  # the loader is exhausted (seen while timing)
+        self.ended = False  # the loader is exhausted (seen while timing)
         self._left_running = False  # the producer was left inside a fetch that did not return
         self._loader = loader
         # Created here, on the loop's thread, and its first batch is fetched there too: a
@@ -222,6 +121,10 @@ class _Pass:
         self._it: Iterator[Any] | None = iter(loader)
 
     # ------------------------------------------------------------------ producer
+
+    @property
+    def producing(self) -> bool:
+        return self._thread is not None
 
     def _produce(self) -> None:
         it, prepare, mover = self._it, self._prepare, self._mover
@@ -246,7 +149,8 @@ class _Pass:
         except BaseException as error:  # re-raised in the loop, traceback included
             ready.put(_Failure(error))
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the producer on the pass's iterator, with ``depth`` free slots."""
         self._stopping = False
         for _ in range(self._depth):
             self._credits.put(None)
@@ -296,7 +200,7 @@ class _Pass:
             raise error  # type: ignore[misc]
         return item if self._mover is None else self._mover.take(item)
 
-    def _threaded(self) -> Iterator[Any]:
+    def from_thread(self) -> Iterator[Any]:
         """Batches from the producer: the per-batch path of the prefetching loop."""
         get, give, mover = self._ready.get, self._credits.put, self._mover
         if mover is None:
@@ -315,7 +219,7 @@ class _Pass:
                 give(mark())
                 yield batch
 
-    def _inline(self) -> Iterator[Any]:
+    def from_loop(self) -> Iterator[Any]:
         """Batches fetched on the loop's thread, when it asks for them."""
         assert self._it is not None
         if self._mover is None:
@@ -323,58 +227,13 @@ class _Pass:
         device = self._mover.device
         return (move_to_device(self._prepare(b), device, non_blocking=True) for b in self._it)
 
-    def _timed(self, source: Iterator[Any], samples: list[float]) -> Iterator[Any]:
-        """Yield from ``source``, recording ``TRIAL_BATCHES`` times between requests (fetch +
-        step); the first interval, which holds the way's start-up, is left out."""
-        perf = time.perf_counter
-        last = None
-        for batch in source:
-            yield batch
-            now = perf()
-            if last is not None:
-                samples.append(now - last)
-                if len(samples) % TRIAL_BATCHES == 0:
-                    return
-            last = now
-        self._ended = True
-
-    def _handback(self) -> Iterator[Any]:
+    def handback(self) -> Iterator[Any]:
         """Stop the producer; yield what it had fetched (not timed: it was ready)."""
         for item in self._stop():
             if item is _END:
-                self._ended = True
+                self.ended = True
                 return
             yield self._unwrap(item)
-
-    def trial(self, plan: _Plan) -> Iterator[Any]:
-        """Time both ways in alternating rounds; go on with the faster one.
-
-        Rounds alternate so that a burst of load on the machine hits both ways alike. A
-        loader too short for the whole measurement goes on with it in its next pass.
-        """
-        self._ended = False
-        while (way := plan.next_way()) is not None:
-            if way == "thread":
-                if self._thread is None:
-                    self._start()
-                yield from self._timed(self._threaded(), plan.thread)
-            else:
-                yield from self._handback()
-                if not self._ended:
-                    yield from self._timed(self._inline(), plan.inline)
-            if self._ended:
-                return
-        if plan.decide(self._key):
-            if self._thread is None:
-                self._start()
-            yield from self._threaded()
-        else:
-            yield from self._handback()
-            if not self._ended:
-                yield from self._inline()
-
-    def inline(self) -> Iterator[Any]:
-        return self._inline()
 
     def threaded(self) -> Iterator[Any]:
         """The first batch fetched inline (the loop waits for it anyway), then the thread."""
@@ -386,9 +245,9 @@ class _Pass:
             return
         if self._mover is not None:
             first = self._mover.take(self._mover.put(first))  # its copy goes first
-        self._start()
+        self.start()
         yield first
-        yield from self._threaded()
+        yield from self.from_thread()
 
     def close(self, failed: bool = False) -> None:
         """Stop the producer, drop what it fetched, close the loader's iterator.
@@ -425,12 +284,12 @@ class Prefetcher:
         if mode not in ("auto", "thread", "inline"):
             raise ValueError(f"Prefetcher mode must be 'auto', 'thread' or 'inline', got {mode!r}")
         self.mode = mode
-        self._plans: dict[str | None, _Plan] = {}
+        self._plans: dict[str | None, Plan] = {}
 
-    def _plan(self, key: str | None, loader: Any) -> _Plan:
+    def _plan(self, key: str | None, loader: Any) -> Plan:
         plan = self._plans.get(key)
         if plan is None or plan.loader is not loader:
-            plan = self._plans[key] = _Plan(loader)
+            plan = self._plans[key] = Plan(loader)
         return plan
 
     def choices(self) -> dict[str | None, str]:
@@ -467,13 +326,13 @@ class Prefetcher:
             if mode == "thread" or (mode == "auto" and device.type == "cuda"):
                 yield run.threaded()
             elif mode == "inline":
-                yield run.inline()
+                yield run.from_loop()
             else:
                 plan = self._plan(key, loader)
                 if plan.use_thread is None:
-                    yield run.trial(plan)
+                    yield trial(run, plan, key)
                 else:
-                    yield run.threaded() if plan.use_thread else run.inline()
+                    yield run.threaded() if plan.use_thread else run.from_loop()
         except BaseException:
             run.close(failed=True)
             raise

@@ -1,0 +1,183 @@
+"""Exact resume: check that a checkpoint fits the run, then put the run back where it left off.
+
+Everything that can be checked is checked before anything changes (:func:`check_fits`); the
+RNG states are restored last, so that the next draw is the one the saved run would have made.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eventrunner.checkpoint.files import CheckpointError
+from eventrunner.checkpoint.state import (
+    callback_keys,
+    check_model_state,
+    check_structure,
+    load_checkpoint,
+)
+from eventrunner.distributed import unwrap_model
+from eventrunner.rng import check_rng_state, persistent_worker_loaders, set_rng_state
+
+if TYPE_CHECKING:
+    from eventrunner.state import RunState
+
+log = logging.getLogger("eventrunner")
+
+
+# ------------------------------------------------------------------ checking a checkpoint
+
+
+def _check_class(target: Any, checkpoint: Mapping[str, Any], what: str, path: Path) -> None:
+    saved = (checkpoint.get("classes") or {}).get(what)  # absent from older checkpoints
+    if target is None or saved is None or saved == type(target).__name__:
+        return
+    raise CheckpointError(
+        f"checkpoint {path}: holds the {what} state of a {saved}, but runner.{what} is a "
+        f"{type(target).__name__}: resume with the {what} class {saved}, or start a new run"
+    )
+
+
+def _check_param_groups(optimizer: Any, state: Any, path: Path) -> None:
+    # torch checks this too, but only once the model is loaded: here nothing is touched yet.
+    if optimizer is None or not isinstance(state, Mapping):
+        return
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or not all(
+        isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups
+    ):
+        raise CheckpointError(f"checkpoint {path}: optimizer.param_groups is not a list of groups")
+    saved = [len(g["params"]) for g in groups]
+    own = [len(g["params"]) for g in optimizer.param_groups]
+    if saved != own:
+        raise CheckpointError(
+            f"checkpoint {path}: its optimizer has parameter groups of sizes {saved}; "
+            f"runner.optimizer has {own}"
+        )
+
+
+def _check_rng(state: Any, loaders: Mapping[str, Any], path: Path) -> None:
+    try:
+        check_rng_state(state, loaders)
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from error
+
+
+def _scheduler(runner: RunState) -> Any:
+    return runner.scheduler if hasattr(runner.scheduler, "load_state_dict") else None
+
+
+def check_fits(runner: RunState, checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """Everything :func:`restore_run` can check before it changes anything: the structure, the
+    model's keys and shapes, the optimizer's and scheduler's classes, the RNG states."""
+    path = Path(path)
+    check_structure(checkpoint, path)
+    check_model_state(runner.model, checkpoint["model"], path)
+    _check_class(runner.optimizer, checkpoint, "optimizer", path)
+    _check_class(_scheduler(runner), checkpoint, "scheduler", path)
+    _check_param_groups(runner.optimizer, checkpoint.get("optimizer"), path)
+    _check_rng(checkpoint["rng"], runner.loaders, path)
+
+
+# --------------------------------------------------------------------------- restoring
+
+
+def _load_part(target: Any, state: Any, what: str, path: Path) -> None:
+    if target is None:
+        if state:
+            log.warning("eventrunner: %s holds a %s state but the run has no %s", path, what, what)
+        return
+    if state is None:
+        log.warning("eventrunner: %s holds no %s state; the %s starts fresh", path, what, what)
+        return
+    try:
+        target.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
+        raise CheckpointError(
+            f"checkpoint {path}: its {what} state does not fit runner.{what} "
+            f"({type(target).__name__}): {error}"
+        ) from error
+
+
+def _load_callbacks(runner: RunState, states: Mapping[str, Any], path: Path) -> None:
+    for key, callback in callback_keys(runner.callbacks):
+        if key not in states:
+            continue
+        try:
+            callback.load_state_dict(states[key])
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+            raise CheckpointError(
+                f"checkpoint {path}: the state of subscriber {key!r} "
+                f"({type(callback).__name__}) does not load: {error}"
+            ) from error
+
+
+def _restore_counters(runner: RunState, checkpoint: Mapping[str, Any]) -> None:
+    counters = checkpoint["counters"]
+    runner.epoch_step = counters["epoch_step"]
+    runner.batch_step = counters["batch_step"]
+    runner.sample_step = counters["sample_step"]
+    runner.need_early_stop = counters.get("need_early_stop", False)
+    selection = checkpoint["selection"]
+    runner.best_valid_metric = selection.get("best_valid_metric")
+    runner.best_epoch = selection.get("best_epoch")
+    runner.epoch_metrics = {k: dict(v) for k, v in checkpoint.get("epoch_metrics", {}).items()}
+
+
+def _log_resumed(runner: RunState, path: Path) -> None:
+    epoch = runner.epoch_step
+    if runner.need_early_stop:
+        log.warning(
+            "eventrunner: %s: early stopping ended that run after epoch %d: no epoch left to "
+            "train (num_epochs=%d); start a new run from its weights to train on",
+            path,
+            epoch,
+            runner.num_epochs,
+        )
+    elif epoch >= runner.num_epochs:
+        log.warning(
+            "eventrunner: %s is epoch %d and num_epochs=%d: no epoch left to train",
+            path,
+            epoch,
+            runner.num_epochs,
+        )
+    else:
+        log.info("eventrunner: resumed from %s after epoch %d", path, epoch)
+        for key, where in persistent_worker_loaders(runner.loaders):
+            log.warning(
+                "eventrunner: resume from %s is not exact for loader %r: %s has "
+                "persistent_workers=True, whose workers draw their seed once per run (the "
+                "resumed run gets another shuffle order and other random numbers in the "
+                "workers); use persistent_workers=False for an exact resume",
+                path,
+                key,
+                where,
+            )
+
+
+def restore_run(runner: RunState, path: str | Path) -> dict[str, Any]:
+    """Put a run back where ``path`` left it, so that the loop continues from the next epoch.
+
+    Restores the model, optimizer, scheduler, grad scaler, counters (the stop request of early
+    stopping included), best metric and epoch, every subscriber's ``load_state_dict`` (matched
+    by kind or class name) and, last, the RNG states: call it after seeding and after the
+    loaders are set. A checkpoint that does not fit is refused (:func:`check_fits`) before
+    anything is changed.
+    """
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    check_fits(runner, checkpoint, path)
+    # Subscriber states first: they are the other part a crafted file can make fail (a top-k
+    # file name that is not ours), and they live in memory only.
+    _load_callbacks(runner, checkpoint.get("callbacks") or {}, path)
+    _load_part(runner.optimizer, checkpoint.get("optimizer"), "optimizer", path)
+    _load_part(_scheduler(runner), checkpoint.get("scheduler"), "scheduler", path)
+    # A disabled GradScaler saves {}: nothing to restore.
+    _load_part(runner.scaler, checkpoint.get("scaler") or None, "scaler", path)
+    unwrap_model(runner.model).load_state_dict(checkpoint["model"])
+    _restore_counters(runner, checkpoint)
+    set_rng_state(checkpoint["rng"], runner.loaders, source=str(path))
+    _log_resumed(runner, path)
+    return checkpoint

@@ -1,0 +1,91 @@
+"""Evaluation and prediction with a trained runner: one ``valid`` pass, or outputs per batch.
+
+Mixed into :class:`~eventrunner.runner.Runner` (Catalyst's ``evaluate_loader``,
+``predict_batch`` and ``predict_loader``), apart from the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from eventrunner import precision
+
+if TYPE_CHECKING:
+    from eventrunner.events import Callback
+    from eventrunner.runner import Runner
+
+
+class InferenceMixin:
+    """``evaluate_loader``, ``predict_batch``, ``predict_loader`` for :class:`Runner`."""
+
+    def evaluate_loader(
+        self: Runner,
+        loader: Iterable[Any],
+        callbacks: Sequence[Callback] | Mapping[str, Callback] | None = None,
+        model: nn.Module | None = None,
+        *,
+        seed: int | None = 42,
+        verbose: bool = False,
+    ) -> dict[str, Any]:
+        """Run one ``valid`` pass over ``loader`` and return its loader metrics."""
+        # Evaluating must not step the LR scheduler (the default one steps at epoch end).
+        scheduler, self.scheduler = self.scheduler, None
+        try:
+            self.train(
+                model=model,
+                loaders={"valid": loader},
+                callbacks=callbacks,
+                num_epochs=1,
+                seed=seed,
+                verbose=verbose,
+                console=False,
+            )
+        finally:
+            self.scheduler = scheduler
+        return dict(self.loader_metrics)
+
+    def predict_batch(self: Runner, batch: Any) -> Any:
+        """Forward one batch as the loader yields it and return ``self.output``.
+
+        The batch goes through :meth:`to_dict_batch`, is moved to the device, and
+        :meth:`handle_batch` runs without grad (under autocast with ``amp``). The model is
+        used in the mode it is in: call ``runner.model.eval()`` first, as
+        :meth:`predict_loader` does.
+        """
+        return self._predict_prepared(self._prepare_batch(batch))
+
+    def _predict_prepared(self: Runner, batch: dict[str, Any]) -> Any:
+        with torch.no_grad(), precision.autocast(self):
+            self.batch = batch
+            self.output = None
+            self.batch_metrics = {}
+            self.handle_batch(batch)
+        return self.output
+
+    def predict_loader(
+        self: Runner, loader: Iterable[Any], model: nn.Module | None = None, *, prefetch: int = 2
+    ) -> Iterator[Any]:
+        """Yield ``self.output`` for each batch of ``loader``, model in eval mode, no grad.
+
+        Batches are converted (:meth:`to_dict_batch`, once) and moved to the device ahead of
+        the forward by the prefetcher; no subscriber runs. Example::
+
+            for output in runner.predict_loader(test_loader):
+                predictions.append(output["logits"].argmax(dim=1).cpu())
+        """
+        if model is not None:
+            self.model = model
+        if self.model is None:
+            raise ValueError("predict_loader() needs a model: pass model=...")
+        self.model.to(self.device).eval()
+        self._set_loader("infer", loader)
+        with self._prefetcher.batches(
+            loader, self.to_dict_batch, prefetch, self.device, "infer"
+        ) as batches:
+            for batch in batches:  # already dicts on the device
+                self.loader_batch_step += 1
+                yield self._predict_prepared(batch)
