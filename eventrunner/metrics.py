@@ -29,15 +29,15 @@ def accuracy(
     """
     if logits.ndim < 2:
         raise ValueError(f"accuracy: logits must be (N, C), got shape {tuple(logits.shape)}")
+    if targets.shape == logits.shape:
+        targets = targets.argmax(dim=-1)
+    if topk == (1,) or topk == [1]:  # the common case (per batch): fewest ops, same value
+        hits = logits.argmax(dim=-1).eq(targets.reshape(-1))
+        return [hits.sum(dtype=torch.float32).div_(hits.shape[0])]
     num_classes = logits.shape[-1]
     topk = tuple(topk)
     if not topk or any(not 1 <= k <= num_classes for k in topk):
         raise ValueError(f"accuracy: topk must be in [1, {num_classes}], got {topk}")
-    if targets.shape == logits.shape:
-        targets = targets.argmax(dim=-1)
-    if topk == (1,):  # the common case, in the fewest tensor ops (the same value)
-        hits = logits.argmax(dim=-1).eq(targets.reshape(-1))
-        return [hits.sum(dtype=torch.float32).div_(hits.shape[0])]
     targets = targets.reshape(-1, 1)
     hits = logits.topk(max(topk), dim=-1).indices.eq(targets)
     # One reduction for every k: the hit rate at each rank, accumulated over the ranks.

@@ -37,7 +37,7 @@ def _check_limit(value: Any, name: str) -> float | None:
 class BackwardCallback(Callback):
     """``batch_metrics[loss_key].backward()`` on each train batch.
 
-    The loss is scaled for accumulation (see the module docstring) and by ``runner.scaler``
+    The loss is scaled for accumulation (by the run's accumulation window) and by ``runner.scaler``
     with fp16 AMP; the loop's autocast covers ``handle_batch`` only, so the backward runs
     outside it, as PyTorch recommends.
     """

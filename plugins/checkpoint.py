@@ -47,15 +47,16 @@ class CheckpointCallback(Callback):
     ``train(load_best_on_end=)`` when this callback selects by the run's own metric (or when
     no CheckpointCallback of the run does and this is the first).
 
-    Each epoch is saved in this callback's ``epoch_end`` (order 90, after every other
-    built-in ``epoch_end`` subscriber): the file holds the run state at the end of that
-    epoch, nothing of the next one. An ``epoch_end`` that fails before it leaves the epoch
-    unsaved (``last.pth`` keeps the one before).
+    It records each epoch (its history, best and top-k plan) at order 60, with the run's
+    model selection, and saves it at its ``epoch_end`` at order 90, after every other
+    ``epoch_end`` subscriber: the file holds the run state at the end of that epoch (every
+    CheckpointCallback's record of it included), nothing of the next one. An ``epoch_end``
+    that fails before the save leaves the epoch unsaved (``last.pth`` keeps the one before).
 
     ``background_save`` copies the state at epoch end and writes it on a thread while the next
     epoch trains; by default (None) it does so when the model is on an accelerator, where the
     CPU is free to write. On the CPU, training and the writer share the same cores: measured
-    no faster there (benchmarks/checkpoint_save.py), and the copy costs memory, so it writes
+    no faster there (the checkpoint_save benchmark), and the copy costs memory, so it writes
     inline.
     """
 

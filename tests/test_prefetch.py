@@ -166,7 +166,7 @@ def test_the_measurement_goes_on_over_short_passes_and_loses_no_batch():
 
 
 def test_a_waiting_loader_gets_the_thread_an_in_memory_one_does_not():
-    waiting = Batches([{"x": torch.zeros(1)} for _ in range(40)], sleep=0.004)
+    waiting = Batches([{"x": torch.zeros(1)} for _ in range(50)], sleep=0.004)  # warm-up + trial
     runner = Recorder(sleep=0.004)
     runner._prefetcher = Prefetcher()
     runner.train(

@@ -20,6 +20,7 @@ from eventrunner.checkpoint.files import CheckpointError, torch_load
 from eventrunner.checks import is_int, is_number
 from eventrunner.data.tensors import map_tensors
 from eventrunner.distributed import unwrap_model
+from eventrunner.metrics import as_number
 from eventrunner.rng import rng_state
 
 if TYPE_CHECKING:
@@ -44,11 +45,12 @@ def callback_keys(callbacks: Iterable[Any]) -> list[tuple[str, Any]]:
 
 
 def _scalar_metrics(epoch_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    # The run's one rule for a scalar metric (eventrunner.metrics.as_number).
     return {
         loader: {
-            name: float(value)
+            name: float(number)
             for name, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            if (number := as_number(value)) is not None
         }
         for loader, metrics in epoch_metrics.items()
     }

@@ -1,9 +1,10 @@
 """The trial that decides, per loader on the CPU, whether a producer thread pays.
 
 A thread only pays when fetching releases the GIL (sleep, I/O, torch ops); over in-memory
-batches it fights the loop for the GIL. So a loader's first batches are timed both ways, in
-alternating rounds (inline first) so that a burst of load on the machine hits both ways
-alike, and the faster way is kept; :class:`Plan` remembers the numbers and the choice.
+batches it fights the loop for the GIL. So after ``TRIAL_BATCHES`` untimed warm-up batches, a
+loader's batches are timed both ways, in alternating rounds (inline first) so that a burst of
+load on the machine hits both ways alike, and the faster way is kept; :class:`Plan`
+remembers the numbers and the choice.
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ def _timed(ways: Ways, source: Iterator[Any], samples: list[float]) -> Iterator[
     ways.ended = True
 
 
+def _warm_up(ways: Ways) -> Iterator[Any]:
+    count = 0
+    for count, batch in enumerate(ways.from_loop(), 1):
+        yield batch
+        if count == TRIAL_BATCHES:
+            return
+    ways.ended = True
+
+
 def _thread_ways(ways: Ways) -> Iterator[Any]:
     if not ways.producing:
         ways.start()
@@ -115,6 +125,12 @@ def trial(ways: Ways, plan: Plan, key: str | None) -> Iterator[Any]:
     """The batches of one pass, timing both ways while ``plan`` lacks numbers; then the
     faster one. A loader too short for the whole measurement goes on with it next pass."""
     ways.ended = False
+    if not plan.inline and not plan.thread:
+        # A loader's first batches run cold (allocator, caches): timing them would charge
+        # the warm-up to the way timed first. They are fetched inline, untimed.
+        yield from _warm_up(ways)
+        if ways.ended:
+            return
     while (way := plan.next_way()) is not None:
         if way == "thread":
             yield from _timed(ways, _thread_ways(ways), plan.thread)
