@@ -3,6 +3,10 @@
 Means are kept without a host-device sync per batch: values on the CPU become Python floats
 at once (cheap there), values on an accelerator are summed on the device and read once, at
 loader end.
+
+Catalyst 22.04's ``catalyst.metrics`` names (``AccuracyMetric``, ``AUCMetric``,
+``precision_recall_fbeta_support``, ...) are here too, loaded from
+:mod:`eventrunner.catalyst.metrics` on first use (they need ``eventrunner[catalyst]``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,52 @@ from typing import Any
 
 import numpy as np
 import torch
+
+# Catalyst's names, imported on first access so that ``import eventrunner`` stays light and
+# works without torchmetrics. Kept in step with eventrunner.catalyst.metrics.__all__.
+_CATALYST_NAMES = frozenset(
+    {
+        "AUCMetric",
+        "AccuracyMetric",
+        "AdditiveMetric",
+        "AdditiveValueMetric",
+        "BinaryPrecisionRecallF1Metric",
+        "ICallbackBatchMetric",
+        "ICallbackLoaderMetric",
+        "IMetric",
+        "MulticlassPrecisionRecallF1SupportMetric",
+        "MultilabelAccuracyMetric",
+        "MultilabelPrecisionRecallF1SupportMetric",
+        "TopKMetric",
+        "auc",
+        "binary_auc",
+        "f1_score",
+        "fbeta_score",
+        "get_binary_statistics",
+        "get_default_topk",
+        "get_multiclass_statistics",
+        "get_multilabel_statistics",
+        "multilabel_accuracy",
+        "precision",
+        "precision_recall_fbeta_support",
+        "recall",
+    }
+)
+__all__ = ["WeightedMeans", "accuracy", "as_number", *sorted(_CATALYST_NAMES)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _CATALYST_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from eventrunner.catalyst import metrics as catalyst_metrics  # ImportError names the extra
+
+    value = getattr(catalyst_metrics, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _CATALYST_NAMES)
 
 
 def accuracy(
@@ -32,7 +82,9 @@ def accuracy(
     if targets.shape == logits.shape:
         targets = targets.argmax(dim=-1)
     if topk == (1,) or topk == [1]:  # the common case (per batch): fewest ops, same value
-        hits = logits.argmax(dim=-1).eq(targets.reshape(-1))
+        # topk, not argmax: on tied scores they pick different classes, and Catalyst's value
+        # is topk's (all-equal logits, as from a zero-initialised head: argmax says class 0).
+        hits = logits.topk(1, dim=-1).indices.view(-1).eq(targets.reshape(-1))
         return [hits.sum(dtype=torch.float32).div_(hits.shape[0])]
     num_classes = logits.shape[-1]
     topk = tuple(topk)
