@@ -228,6 +228,8 @@ class PrecisionRecallF1SupportCallback(BatchMetricCallback):
     """Multiclass precision, recall, F1 (``precision/_micro``, ...; per class on request),
     the loader values from counts over the whole loader."""
 
+    metric_class: type[_PrecisionRecallF1SupportMetric] = MulticlassPrecisionRecallF1SupportMetric
+
     def __init__(
         self,
         input_key: str,
@@ -239,7 +241,7 @@ class PrecisionRecallF1SupportCallback(BatchMetricCallback):
         prefix: str | None = None,
         suffix: str | None = None,
     ) -> None:
-        metric = MulticlassPrecisionRecallF1SupportMetric(
+        metric = self.metric_class(
             zero_division=zero_division,
             prefix=prefix,
             suffix=suffix,
@@ -249,28 +251,10 @@ class PrecisionRecallF1SupportCallback(BatchMetricCallback):
         super().__init__(metric, input_key, target_key, log_on_batch=log_on_batch)
 
 
-class MultilabelPrecisionRecallF1SupportCallback(BatchMetricCallback):
+class MultilabelPrecisionRecallF1SupportCallback(PrecisionRecallF1SupportCallback):
     """Multilabel precision, recall, F1 of 0/1 predictions, keys as the multiclass one."""
 
-    def __init__(
-        self,
-        input_key: str,
-        target_key: str,
-        num_classes: int | None = None,
-        zero_division: int = 0,
-        log_on_batch: bool = True,
-        compute_per_class_metrics: bool = False,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        metric = MultilabelPrecisionRecallF1SupportMetric(
-            zero_division=zero_division,
-            prefix=prefix,
-            suffix=suffix,
-            compute_per_class_metrics=compute_per_class_metrics,
-            num_classes=num_classes,
-        )
-        super().__init__(metric, input_key, target_key, log_on_batch=log_on_batch)
+    metric_class = MultilabelPrecisionRecallF1SupportMetric
 
 
 class AUCCallback(LoaderMetricCallback):

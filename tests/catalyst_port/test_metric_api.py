@@ -145,3 +145,8 @@ def test_additive_metric_refuses_unknown_mode():
 def test_multilabel_targets_must_be_binary():
     with pytest.raises(ValueError, match="binary"):
         metrics.multilabel_accuracy(torch.zeros(2, 2), torch.full((2, 2), 2.0), threshold=0.5)
+
+
+def test_eventrunner_metrics_lists_every_catalyst_name():
+    # eventrunner.metrics lists the names without importing torchmetrics: the two lists agree.
+    assert set(metrics._CATALYST_NAMES) | {"accuracy"} == set(catalyst_metrics.__all__)
