@@ -7,7 +7,7 @@ The loop, as pseudocode; each ``<name>`` is an event published on the bus::
         <epoch_start>
         for loader_key, loader in loaders.items():    # train* / valid* / infer*
             <loader_start>                            # train/eval and grad mode hold to loader_end
-            for batch in prefetch(loader):            # dict batches, already on the device
+            for batch in prefetch(loader):            # as the loader yields them, on the device
                 <batch_start>
                 runner.handle_batch(batch)            # sets runner.output, runner.batch_metrics
                 <batch_end>                           # metrics 10..20, backward 30, step 40, ...
@@ -19,7 +19,9 @@ The loop, as pseudocode; each ``<name>`` is an event published on the bus::
 
     on any exception: <exception>, then <experiment_end>, then the exception propagates.
 
-Subscribers run in ascending ``order``; ties keep registration order: a tuple sorted by
+A Runner subclass's own ``on_<event>`` methods run first on ``*_start`` events and last on
+``*_end`` and ``exception`` (:mod:`eventrunner.runner_hooks`). Subscribers run in ascending
+``order``; ties keep registration order: a tuple sorted by
 ``(order, registration)`` per event, rebuilt on (dis)connect and walked in a plain loop. Each
 event is also a public blinker signal (:mod:`eventrunner.signals`), sent after the event's
 subscribers, for code that observes runs. A subscriber declares the run state it writes

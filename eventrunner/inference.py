@@ -58,7 +58,7 @@ class InferenceMixin:
         """
         return self._predict_prepared(self._prepare_batch(batch))
 
-    def _predict_prepared(self: Runner, batch: dict[str, Any]) -> Any:
+    def _predict_prepared(self: Runner, batch: Any) -> Any:
         with torch.no_grad(), precision.autocast(self):
             self.batch = batch
             self.output = None
@@ -86,6 +86,6 @@ class InferenceMixin:
         with self._prefetcher.batches(
             loader, self.to_dict_batch, prefetch, self.device, "infer"
         ) as batches:
-            for batch in batches:  # already dicts on the device
+            for batch in batches:  # already converted and on the device
                 self.loader_batch_step += 1
                 yield self._predict_prepared(batch)

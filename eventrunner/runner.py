@@ -43,9 +43,12 @@ from eventrunner.inference import InferenceMixin
 from eventrunner.logdir import check_new_run
 from eventrunner.metrics import WeightedMeans
 from eventrunner.rng import seed_everything
+from eventrunner.runner_hooks import RunnerHooks, subscribe_runner
 from eventrunner.settings import Selection, TrainSettings
 from eventrunner.settings import signature as settings_signature
 from eventrunner.signals import SIGNALS
+from eventrunner.state import reset_run_state
+from eventrunner.step_probe import probe_handle_batch
 
 log = logging.getLogger("eventrunner")
 
@@ -56,10 +59,12 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-class Runner(InferenceMixin):
-    """A training loop over dict batches; subclass it and write :meth:`handle_batch`.
+class Runner(RunnerHooks, InferenceMixin):
+    """A training loop; subclass it and write :meth:`handle_batch`.
 
-    Example::
+    ``handle_batch`` gets each batch as the loader yields it (a dict, a tuple, a list), moved
+    to the device. The subclass's own ``on_<event>`` methods, if any, run as subscribers
+    (:class:`~eventrunner.runner_hooks.RunnerHooks`). Example::
 
         class MyRunner(Runner):
             def handle_batch(self, batch):
@@ -106,54 +111,27 @@ class Runner(InferenceMixin):
         self.accumulation = AccumulationWindow()
         self.grad_clip_norm: float | None = None
         self.grad_clip_value: float | None = None
-        self._reset_counters()
-
-    def _reset_counters(self) -> None:
-        self.epoch_step = 0
-        self.batch_step = 0
-        self.sample_step = 0
-        self.loader_key: str | None = None
-        self.loader: Any = None
-        self.loader_batch_step = 0
-        self.loader_sample_step = 0
-        self.loader_batch_len: int | None = None
-        self.batch: Any = None
-        self.batch_size = 0
-        self.output: Any = None
-        self.batch_metrics: dict[str, Any] = {}
-        self.running_metrics = WeightedMeans()
-        self.loader_metrics: dict[str, Any] = {}
-        self.epoch_metrics: dict[str, dict[str, Any]] = {}
-        # loader -> {batch_metrics key: shape} of its last pass's non-scalars (not aggregated).
-        self.non_scalar_metrics: dict[str, dict[str, tuple[int, ...]]] = {}
-        self.is_train_loader = False
-        self.is_valid_loader = False
-        self.is_infer_loader = False
-        self.best_valid_metric: float | None = None
-        self.best_epoch: int | None = None
-        self.need_early_stop = False
-        self.exception: BaseException | None = None
+        reset_run_state(self)
 
     # ----------------------------------------------------------------- user hooks
 
-    def handle_batch(self, batch: dict[str, Any]) -> None:
+    def handle_batch(self, batch: Any) -> None:
         """Process one batch: set ``self.output`` and fill ``self.batch_metrics``."""
         raise NotImplementedError(
             f"{type(self).__name__}.handle_batch(batch) is not written: subclass Runner and "
             "compute self.output and self.batch_metrics there (or use SupervisedRunner)"
         )
 
-    def to_dict_batch(self, batch: Any) -> dict[str, Any]:
-        """The batch as a dict; a plain Runner accepts mappings only."""
-        if type(batch) is dict:
+    def to_dict_batch(self, batch: Any) -> Any:
+        """The batch ``handle_batch`` gets: a mapping as a dict, a tuple or list as it is."""
+        if type(batch) is dict or isinstance(batch, tuple | list):
             return batch
         if isinstance(batch, Mapping):
             return dict(batch)
         raise TypeError(
             f"loader {self.loader_key!r} yielded a {type(batch).__name__} batch: "
-            f"{type(self).__name__} expects dict batches "
-            "({'features': ..., 'targets': ...}); "
-            "use SupervisedRunner for (input, target) tuples"
+            f"{type(self).__name__} takes dict batches ({{'features': ..., 'targets': ...}}) "
+            "or tuple/list batches ((features, targets))"
         )
 
     # ------------------------------------------------------------------ state
@@ -217,6 +195,7 @@ class Runner(InferenceMixin):
         self.bus = EventBus()
         for callback in self.callbacks:
             self.bus.subscribe(callback)
+        subscribe_runner(self.bus, self)  # the subclass's own on_<event> methods, if any
         # Before any batch (and in --dry-run): two writers of one field in no decided order.
         self.bus.check_writes(self.loaders)
         return self.bus
@@ -244,7 +223,7 @@ class Runner(InferenceMixin):
         self.grad_clip_norm = settings.grad_clip_norm
         self.grad_clip_value = settings.grad_clip_value
         self.accumulation = AccumulationWindow()
-        self._reset_counters()
+        reset_run_state(self)
         self.model.to(self.device)
         if isinstance(self.criterion, nn.Module):
             self.criterion.to(self.device)
@@ -377,7 +356,7 @@ class Runner(InferenceMixin):
         self.running_metrics = WeightedMeans()
         self.loader_metrics = {}
 
-    def _prepare_batch(self, batch: Any) -> dict[str, Any]:
+    def _prepare_batch(self, batch: Any) -> Any:
         batch = self.to_dict_batch(batch)
         if self.device.type != "cpu":
             batch = move_to_device(batch, self.device, non_blocking=True)
@@ -404,6 +383,9 @@ class Runner(InferenceMixin):
         handle_batch = precision.autocast_each_call(
             self.handle_batch, self.device.type, self.amp_dtype
         )
+        # The first train batch of a pass is watched until handle_batch is seen to do its own
+        # backward or step (eventrunner.step_probe); the others run it as they are.
+        probe = self.is_train_loader and not self.handle_batch_backward
         # Subscribers may replace runner.loader at loader_start (batch limits, samplers).
         with self._prefetcher.batches(
             self.loader, self.to_dict_batch, self._prefetch, self.device, self.loader_key
@@ -422,7 +404,11 @@ class Runner(InferenceMixin):
                 else:
                     for call in starts:
                         call(self)
-                handle_batch(batch)
+                if probe:
+                    probe = False
+                    probe_handle_batch(self, handle_batch, batch)
+                else:
+                    handle_batch(batch)
                 if self.batch_size != size:  # handle_batch may reweigh the batch
                     self.sample_step += self.batch_size - size
                     self.loader_sample_step += self.batch_size - size

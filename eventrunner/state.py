@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from eventrunner.metrics import WeightedMeans
+
 if TYPE_CHECKING:
     from eventrunner.accumulation import AccumulationWindow
     from eventrunner.events import Callback, EventBus
-    from eventrunner.metrics import WeightedMeans
     from eventrunner.settings import Selection, TrainSettings
 
 #: The fields a subscriber may declare in ``Callback.writes``: the state below that changes
@@ -59,7 +60,9 @@ class RunState(Protocol):
         ``loader_sample_step`` and ``loader_batch_len`` (None without ``len``) in a loader pass.
     The loader pass and the batch:
         ``loader_key``, ``loader``, ``is_train_loader``/``is_valid_loader``/
-        ``is_infer_loader``, ``batch`` (a dict on the device), ``batch_size``, ``output``.
+        ``is_infer_loader``, ``batch`` (on the device, as the loader yields it: a dict, a tuple
+        or a list; a ``SupervisedRunner``'s is a dict), ``batch_size`` (the leading dimension
+        of its first tensor), ``output``.
     Metrics:
         ``batch_metrics`` (this batch, tensors), ``running_metrics`` (this loader pass so far:
         a :class:`~eventrunner.metrics.WeightedMeans` kept on the device; its ``compute()``
@@ -68,7 +71,10 @@ class RunState(Protocol):
         ``non_scalar_metrics``.
     Results and requests:
         ``best_epoch``, ``best_valid_metric`` (the run's selection), ``need_early_stop`` (set
-        to end the run after this epoch), ``exception`` (during ``exception`` and after).
+        to end the run after this epoch), ``exception`` (during ``exception`` and after);
+        ``handle_batch_backward`` and ``handle_batch_step``, set once ``handle_batch`` is seen
+        to do its own backward pass / optimizer step (the default backward and optimizer
+        subscribers then stand aside, see :mod:`eventrunner.step_probe`).
     """
 
     model: nn.Module
@@ -118,7 +124,30 @@ class RunState(Protocol):
     best_valid_metric: float | None
     need_early_stop: bool
     exception: BaseException | None
+    handle_batch_backward: bool
+    handle_batch_step: bool
 
     def snapshot(self, with_batch: bool = False) -> RunState:
         """A copy whose counters and metrics no longer change with the loop."""
         ...
+
+
+def reset_run_state(runner: Any) -> None:
+    """Set the state that changes while a run goes on to its value before the first event."""
+    runner.epoch_step = runner.batch_step = runner.sample_step = 0
+    runner.loader_key = runner.loader = None
+    runner.loader_batch_step = runner.loader_sample_step = 0
+    runner.loader_batch_len = None
+    runner.batch = runner.output = None
+    runner.batch_size = 0
+    runner.batch_metrics = {}
+    runner.running_metrics = WeightedMeans()
+    runner.loader_metrics = {}
+    runner.epoch_metrics = {}
+    # loader -> {batch_metrics key: shape} of its last pass's non-scalars (not aggregated).
+    runner.non_scalar_metrics = {}
+    runner.is_train_loader = runner.is_valid_loader = runner.is_infer_loader = False
+    runner.best_valid_metric = runner.best_epoch = None
+    runner.need_early_stop = False
+    runner.exception = None
+    runner.handle_batch_backward = runner.handle_batch_step = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventrunner.distributed import all_reduce_means
@@ -73,15 +73,23 @@ class MetricAggregationCallback(Callback):
 
 
 def _lookup(runner: Any, key: str) -> Any:
-    output = runner.output
-    if isinstance(output, dict) and key in output:
+    output, batch = runner.output, runner.batch
+    if isinstance(output, Mapping) and key in output:
         return output[key]
-    if key in runner.batch:
-        return runner.batch[key]
-    outputs = sorted(output) if isinstance(output, dict) else repr(output)
+    if isinstance(batch, Mapping) and key in batch:
+        return batch[key]
+    outputs = sorted(output) if isinstance(output, Mapping) else repr(output)
+    if isinstance(batch, Mapping):
+        where = f"the batch ({sorted(batch)})"
+    else:  # a plain Runner hands tuple/list batches to handle_batch as they are: no keys
+        where = (
+            f"the batch (a {type(batch).__name__}, which has no keys: name the values in "
+            "handle_batch, e.g. self.output = {'logits': ..., 'targets': y}, or use dict "
+            "batches or SupervisedRunner)"
+        )
     raise KeyError(
         f"key {key!r} is in neither runner.output ({outputs}) "
-        f"nor the batch ({sorted(runner.batch)}) of loader {runner.loader_key!r}"
+        f"nor {where} of loader {runner.loader_key!r}"
     )
 
 

@@ -122,13 +122,18 @@ def test_not_iterable_loader():
         regression_run(runner=RegressionRunner(), loaders={"train": 3})
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [(torch.randn(2, 3), torch.randn(2, 1)), [torch.randn(2, 3)], torch.randn(2, 3)],
-    ids=["tuple", "list", "tensor"],
-)
+@pytest.mark.parametrize("bad", [torch.randn(2, 3), "x"], ids=["tensor", "string"])
 def test_non_dict_batch_in_a_plain_runner(bad):
-    with pytest.raises(TypeError, match=r"'valid'.*dict batches"):
+    with pytest.raises(TypeError, match=r"'valid'.*dict batches.*or tuple/list batches"):
+        regression_run(runner=RegressionRunner(), loaders={"valid": [bad]})
+
+
+@pytest.mark.parametrize("kind", [tuple, list])
+def test_tuple_batch_reaches_a_plain_runners_handle_batch(kind):
+    # SPEC: a plain Runner hands handle_batch whatever the loader yields; a handle_batch
+    # written for dicts fails on it with Python's own error.
+    bad = kind((torch.randn(2, 3), torch.randn(2, 1)))
+    with pytest.raises(TypeError, match="indices must be integers"):
         regression_run(runner=RegressionRunner(), loaders={"valid": [bad]})
 
 
