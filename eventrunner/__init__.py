@@ -3,11 +3,12 @@
 ``import eventrunner`` gives the loop side; ``import plugins`` gives the built-in subscribers.
 """
 
+from eventrunner.catalyst.irunner import IRunner
+from eventrunner.catalyst.order import CallbackOrder
 from eventrunner.data.loaders import BatchLimitLoaderWrapper, concat_datasets
 from eventrunner.events import (
     EVENTS,
     Callback,
-    CallbackOrder,
     EventBus,
     FunctionCallback,
     Order,
@@ -26,6 +27,7 @@ __all__ = [
     "CallbackOrder",
     "EventBus",
     "FunctionCallback",
+    "IRunner",
     "Order",
     "Runner",
     "Selection",

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from eventrunner import components
 from eventrunner.events import Callback
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def default_classes() -> dict[str, type[Callback]]:
     classes: tuple[type[Callback], ...] = (
         p.DistributedCallback,
         p.LossCaptureCallback,
-        p.MetricAggregationCallback,
+        p.MetricMeansCallback,
         p.FiniteCheckCallback,
         p.BackwardCallback,
         p.OptimizerCallback,
@@ -92,9 +93,11 @@ def default_kinds(runner: Runner, settings: TrainSettings) -> list[str]:
     # DDP set-up comes first: it wraps the model and shards the loaders before anyone looks.
     kinds = ["distributed"] if runner.ddp else []
     kinds += ["loss_capture", "metrics", "finite_check"]
-    if runner.optimizer is not None:
+    # A dict of optimizers (or schedulers) is stepped by the user's subscribers, each with
+    # its optimizer_key (scheduler_key), as in Catalyst.
+    if runner.optimizer is not None and not components.is_dict(runner.optimizer):
         kinds += ["backward", "optimizer"]
-    if runner.scheduler is not None:
+    if runner.scheduler is not None and not components.is_dict(runner.scheduler):
         kinds.append("scheduler")
     kinds += ["selection", "checkpoint"]
     if settings.overfit:

@@ -91,10 +91,6 @@ class Order(IntEnum):
     EXTERNAL = 100
 
 
-#: Catalyst's name for the same thing.
-CallbackOrder = Order
-
-
 class LoaderFilter:
     """Matches loader names: exact names, or prefixes written as ``"valid*"``."""
 

@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from eventrunner import checkpoint, compose, distributed, precision
+from eventrunner import checkpoint, components, compose, distributed, precision
 from eventrunner.accumulation import AccumulationWindow
 from eventrunner.asyncio_bridge import interrupts_raise, run_sync
 from eventrunner.background import BackgroundWorker
+from eventrunner.catalyst.engines import Engine
 from eventrunner.data.loaders import loader_kind, loader_length
 from eventrunner.data.prefetch import Prefetcher, move_to_device
 from eventrunner.data.tensors import leading_dim
@@ -96,7 +97,8 @@ class Runner(RunnerHooks, InferenceMixin):
         self.loaders: dict[str, Any] = {}
         self.callbacks: list[Callback] = []
         self.bus = EventBus()
-        self.num_epochs = 0
+        self._num_epochs = 0
+        self.engine = Engine().bind(self)  # Catalyst's runner.engine: device, backward(loss)
         self.logdir: Path | None = None
         self.settings: TrainSettings | None = None
         self.selection = Selection("valid", "loss", True, False, False)
@@ -139,6 +141,15 @@ class Runner(RunnerHooks, InferenceMixin):
     @property
     def is_train(self) -> bool:
         return self.is_train_loader
+
+    @property
+    def num_epochs(self) -> int:
+        """Epochs the run trains (``train(num_epochs=)``); a subclass may make it a property."""
+        return self._num_epochs
+
+    @num_epochs.setter
+    def num_epochs(self, value: int) -> None:
+        self._num_epochs = value
 
     def snapshot(self, with_batch: bool = False) -> Runner:
         """A copy of the runner whose counters and metrics no longer change with the loop.
@@ -202,17 +213,18 @@ class Runner(RunnerHooks, InferenceMixin):
 
     def _configure(self, settings: TrainSettings) -> None:
         """Set the run's components and settings; raises before any batch runs."""
-        self.model = settings.model if settings.model is not None else self.model
-        if self.model is None:
+        model = settings.model if settings.model is not None else self.model
+        if model is None:
             raise ValueError("train() needs a model: pass model=...")
+        self.model = components.as_model(model)
         for name in ("criterion", "optimizer", "scheduler"):
             if getattr(settings, name) is not None:
-                setattr(self, name, getattr(settings, name))
+                setattr(self, name, components.as_components(getattr(settings, name), name))
         if settings.device is not None:
             self.device = _resolve_device(settings.device)
         self.settings = settings
         self.loaders = dict(settings.loaders)
-        self.num_epochs = settings.num_epochs
+        self._num_epochs = settings.num_epochs
         self.selection = settings.selection
         self.logdir = Path(settings.logdir) if settings.logdir is not None else None
         self._prefetch = settings.prefetch
@@ -225,8 +237,12 @@ class Runner(RunnerHooks, InferenceMixin):
         self.accumulation = AccumulationWindow()
         reset_run_state(self)
         self.model.to(self.device)
-        if isinstance(self.criterion, nn.Module):
-            self.criterion.to(self.device)
+        for criterion in components.each(self.criterion):
+            if isinstance(criterion, nn.Module):
+                criterion.to(self.device)
+        engine = settings.engine if settings.engine is not None else Engine()
+        self.engine = engine.bind(self)
+        self.model = engine.prepare_model(self.model)
 
     @property
     def valid_loader(self) -> str:

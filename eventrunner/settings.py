@@ -48,7 +48,7 @@ def _arg(default: Any, doc: str, *, group: str) -> Any:
 
 
 #: The order in which the reference lists the groups of arguments.
-GROUPS = ("what", "selection", "run", "logdir", "scale")
+GROUPS = ("what", "selection", "run", "logdir", "scale", "catalyst")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,8 +146,37 @@ class TrainSettings:
         None, "Clamp each gradient element to [-v, v] before each step.", group="scale"
     )
 
+    engine: Any = _arg(
+        None,
+        "Catalyst's engine (dl.CPUEngine(), dl.GPUEngine(fp16=True), ...): sets device, amp, ddp.",
+        group="catalyst",
+    )
+    cpu: bool = _arg(False, "Catalyst's flag for device='cpu'.", group="catalyst")
+    fp16: bool = _arg(False, "Catalyst's flag for amp='fp16'.", group="catalyst")
+    loggers: Mapping[str, Any] | None = _arg(
+        None,
+        "Catalyst's loggers by name (dl.CSVLogger(...), ...); they replace the default loggers.",
+        group="catalyst",
+    )
+    hparams: Mapping[str, Any] | None = _arg(
+        None, "Hyperparameters the loggers record at the start.", group="catalyst"
+    )
+    timeit: bool = _arg(
+        False, "Catalyst's TimerCallback: batch, data and model times as metrics.", group="catalyst"
+    )
+    check: bool = _arg(
+        False, "Catalyst's check run: 3 epochs of 3 batches per loader.", group="catalyst"
+    )
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
+        for name in ("cpu", "fp16", "timeit", "check"):
+            _check_bool(name, getattr(self, name))
+        if self.hparams is not None and not isinstance(self.hparams, Mapping):
+            raise TypeError(f"hparams must be a mapping, got {self.hparams!r}")
+        if self.loggers is not None and not isinstance(self.loggers, Mapping):
+            raise TypeError(f"loggers must be a mapping of name -> logger, got {self.loggers!r}")
+        self._apply_engine()
         set_(self, "loaders", validate_loaders(self.loaders))
         positive_int(self.num_epochs, "num_epochs")
         check_prefetch(self.prefetch)
@@ -184,6 +213,27 @@ class TrainSettings:
         )
         if self.valid_loader is not None:
             require_loaders((self.valid_loader,), self.loaders, "valid_loader")
+
+    def _apply_engine(self) -> None:
+        """``engine=``/``cpu=``/``fp16=`` as the ``device``/``amp``/``ddp`` they ask for."""
+        from eventrunner.catalyst.engines import engine_request
+
+        device, amp, ddp = engine_request(self.engine, self.cpu, self.fp16)
+        for name, wanted, unset in (
+            ("device", device, None),
+            ("amp", amp, False),
+            ("ddp", ddp or None, None),
+        ):
+            if wanted is None or wanted is False:
+                continue
+            given = getattr(self, name)
+            if given is unset:
+                object.__setattr__(self, name, wanted)
+            elif given != wanted and not (name == "device" and _same_device(given, wanted)):
+                raise ValueError(
+                    f"{name}={given!r} disagrees with the engine's request ({name}={wanted!r}); "
+                    "pass one of them"
+                )
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], where: str = "train()") -> TrainSettings:
@@ -233,6 +283,11 @@ def signature() -> inspect.Signature:
         ],
         return_annotation=None,
     )
+
+
+def _same_device(given: Any, wanted: torch.device) -> bool:
+    given = torch.device(given)
+    return given.type == wanted.type and wanted.index in (None, given.index)
 
 
 def _check_bool(name: str, value: Any, *, optional: bool = False) -> None:

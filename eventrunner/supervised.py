@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eventrunner import components
 from eventrunner.runner import Runner
 
 KeyOrKeys = str | Sequence[str] | None
@@ -56,6 +57,7 @@ class SupervisedRunner(Runner):
         self.output_key = _keys(output_key, "output_key")
         self.target_key = target_key
         self.loss_key = loss_key
+        self._computes_loss = True
         if isinstance(self.output_key, list):
             self._loss_input_key = self.output_key[0]
         else:
@@ -109,9 +111,20 @@ class SupervisedRunner(Runner):
             )
         return dict(zip(self.output_key, result, strict=True))
 
+    def compose(self, settings: Any = None, /, **kwargs: Any) -> Any:
+        bus = super().compose(settings, **kwargs)
+        # Catalyst's CriterionCallback (kind "criterion") computes the loss instead; a dict of
+        # criteria is only ever used through such callbacks (criterion_key=).
+        self._computes_loss = not components.is_dict(self.criterion) and not any(
+            callback.kind == "criterion" for callback in self.callbacks
+        )
+        return bus
+
     def handle_batch(self, batch: dict[str, Any]) -> None:
         self.output = output = self.forward(batch)
-        if self.criterion is not None:
+        # Catalyst 22's runner.batch holds the outputs too (runner.batch["logits"]).
+        self.batch = {**batch, **output}
+        if self.criterion is not None and self._computes_loss:
             self.batch_metrics[self.loss_key] = self.criterion(
                 output[self._loss_input_key], batch[self.target_key]
             )

@@ -17,11 +17,14 @@ backpropagated or stepped again: the loop finds out on the first train batch
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from eventrunner import components
 from eventrunner.accumulation import AccumulationWindow
 from eventrunner.checks import positive_int, positive_number
 from eventrunner.distributed import all_reduce_gradients
@@ -39,8 +42,35 @@ def _check_limit(value: Any, name: str) -> float | None:
     return positive_number(value, f"OptimizerCallback: {name}", optional=True)
 
 
+def clip_function(
+    fn: str | Callable[..., Any] | None, params: Mapping[str, Any] | None, owner: str
+) -> Callable[..., Any] | None:
+    """Catalyst's ``grad_clip_fn``/``grad_clip_params``: a function of the parameters, or the
+    name of one in ``torch.nn.utils`` (``"clip_grad_norm_"``, ``"clip_grad_value_"``)."""
+    if fn is None:
+        if params:
+            raise ValueError(f"{owner}: grad_clip_params={params!r} needs a grad_clip_fn")
+        return None
+    if isinstance(fn, str):
+        found = getattr(torch.nn.utils, fn, None) or getattr(torch.nn.utils, f"{fn}_", None)
+        if found is None or not callable(found):
+            raise ValueError(
+                f"{owner}: grad_clip_fn={fn!r} is not a function of torch.nn.utils "
+                "(e.g. 'clip_grad_norm_', 'clip_grad_value_')"
+            )
+        fn = found
+    if not callable(fn):
+        raise TypeError(f"{owner}: grad_clip_fn must be callable or a name, got {fn!r}")
+    return functools.partial(fn, **params) if params else fn
+
+
 class BackwardCallback(Callback):
-    """``batch_metrics[loss_key].backward()`` on each train batch.
+    """``batch_metrics[metric_key].backward()`` on each train batch (Catalyst's arguments).
+
+    ``grad_clip_fn`` (a function of the parameters or a ``torch.nn.utils`` name, with
+    ``grad_clip_params``) clips after each backward, as in Catalyst; ``log_gradient`` puts
+    the norm it returns in ``batch_metrics["gradient/<metric_key>/norm"]``. ``loss_key`` is
+    another name for ``metric_key``.
 
     The loss is scaled for accumulation (by the run's accumulation window) and by ``runner.scaler``
     with fp16 AMP; the loop's autocast covers ``handle_batch`` only, so the backward runs
@@ -50,10 +80,28 @@ class BackwardCallback(Callback):
     kind = "backward"
     writes = ()  # gradients only: no run-state field
 
-    def __init__(self, loss_key: str | None = None, accumulation_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        metric_key: str | None = None,
+        grad_clip_fn: str | Callable[..., Any] | None = None,
+        grad_clip_params: Mapping[str, Any] | None = None,
+        log_gradient: bool = False,
+        *,
+        loss_key: str | None = None,
+        accumulation_steps: int | None = None,
+    ) -> None:
         super().__init__(order=Order.BACKWARD, loaders="train*")
-        self.loss_key = loss_key
+        if metric_key is not None and loss_key is not None and metric_key != loss_key:
+            raise ValueError(
+                f"BackwardCallback: metric_key={metric_key!r} and its alias "
+                f"loss_key={loss_key!r} disagree"
+            )
+        self.loss_key = metric_key if metric_key is not None else loss_key
         self.accumulation_steps = _check_steps(accumulation_steps, "BackwardCallback")
+        self.grad_clip_fn = clip_function(grad_clip_fn, grad_clip_params, "BackwardCallback")
+        self.log_gradient = log_gradient
+        self._gradient_key = f"gradient/{self.loss_key or 'loss'}/norm"
+        self._params: list[torch.Tensor] = []
         self.steps = 1
         self._window = AccumulationWindow()
         self._scaler: torch.amp.GradScaler | None = None
@@ -69,6 +117,14 @@ class BackwardCallback(Callback):
         model = runner.model
         is_ddp = isinstance(model, nn.parallel.DistributedDataParallel)
         self._ddp = model if is_ddp and self.steps > 1 else None
+        if self.grad_clip_fn is not None:
+            if self._scaler is not None and self.steps > 1:
+                raise ValueError(
+                    "BackwardCallback: grad_clip_fn clips after each backward, which fp16 "
+                    "loss scaling with accumulation_steps > 1 does not allow; use "
+                    "train(grad_clip_norm=...) (clipped once per step) instead"
+                )
+            self._params = [p for p in model.parameters() if p.requires_grad]
 
     def on_loader_start(self, runner: RunState) -> None:
         self._window.start_pass()
@@ -108,6 +164,8 @@ class BackwardCallback(Callback):
         if self._scaler is not None:
             loss = self._scaler.scale(loss)
         loss.backward()
+        if self.grad_clip_fn is not None:
+            self._clip(runner)
         if self._no_sync is not None:
             self._unsynced = True
             self._leave_no_sync()
@@ -127,6 +185,14 @@ class BackwardCallback(Callback):
     def on_experiment_end(self, runner: RunState) -> None:
         self._ddp = None  # the wrapper (and its reducer) must not outlive the process group
 
+    def _clip(self, runner: RunState) -> None:
+        # Catalyst clips after each backward; fp16 gradients are unscaled first.
+        if self._scaler is not None:
+            runner.engine.unscale_gradients()
+        norm = self.grad_clip_fn(self._params)
+        if self.log_gradient and norm is not None:
+            runner.batch_metrics[self._gradient_key] = norm
+
     def _leave_no_sync(self) -> None:
         if self._no_sync is not None:
             context, self._no_sync = self._no_sync, None
@@ -140,6 +206,8 @@ class OptimizerCallback(Callback):
     ``grad_clip_value`` clamps each gradient element, ``grad_clip_norm`` rescales all of them
     to that total norm (``grad_clip_norm_type``: 2 by default), in that order when both are
     given; with fp16 AMP the gradients are unscaled first. ``None`` takes ``train()``'s value.
+    Catalyst's arguments: ``optimizer_key`` steps one of a dict of optimizers, ``grad_clip_fn``
+    (with ``grad_clip_params``) clips before each step; ``metric_key`` is accepted and unused.
     """
 
     kind = "optimizer"
@@ -147,12 +215,21 @@ class OptimizerCallback(Callback):
 
     def __init__(
         self,
+        metric_key: str | None = None,
+        optimizer_key: str | None = None,
         accumulation_steps: int | None = None,
+        grad_clip_fn: str | Callable[..., Any] | None = None,
+        grad_clip_params: Mapping[str, Any] | None = None,
+        *,
         grad_clip_norm: float | None = None,
         grad_clip_value: float | None = None,
         grad_clip_norm_type: float = 2.0,
     ) -> None:
         super().__init__(order=Order.OPTIMIZER, loaders="train*")
+        self.metric_key = metric_key  # Catalyst's argument; the step needs no loss
+        self.optimizer_key = optimizer_key
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.grad_clip_fn = clip_function(grad_clip_fn, grad_clip_params, "OptimizerCallback")
         self.accumulation_steps = _check_steps(accumulation_steps, "OptimizerCallback")
         self.grad_clip_norm = _check_limit(grad_clip_norm, "grad_clip_norm")
         self.grad_clip_value = _check_limit(grad_clip_value, "grad_clip_value")
@@ -165,8 +242,9 @@ class OptimizerCallback(Callback):
         self._params: list[torch.Tensor] = []
 
     def on_experiment_start(self, runner: RunState) -> None:
-        if runner.optimizer is None:
-            raise ValueError("OptimizerCallback: the runner has no optimizer; pass optimizer=...")
+        self.optimizer = optimizer = components.pick(
+            runner, "optimizer", self.optimizer_key, "OptimizerCallback"
+        )
         self._window = runner.accumulation
         steps = self.accumulation_steps or runner.accumulation_steps
         self.steps = self._window.claim(steps, type(self).__name__)
@@ -182,8 +260,8 @@ class OptimizerCallback(Callback):
             else _check_limit(runner.grad_clip_value, "grad_clip_value")
         )
         self._scaler = runner.scaler
-        self._params = [p for group in runner.optimizer.param_groups for p in group["params"]]
-        runner.optimizer.zero_grad(set_to_none=True)
+        self._params = [p for group in optimizer.param_groups for p in group["params"]]
+        optimizer.zero_grad(set_to_none=True)
 
     def on_loader_start(self, runner: RunState) -> None:
         self._window.start_pass()
@@ -192,17 +270,17 @@ class OptimizerCallback(Callback):
         if runner.handle_batch_step:
             return
         if self.steps == 1:
-            self._step(runner.optimizer)
+            self._step(self.optimizer)
             return
         self._window.add(runner.batch_size)
         if self._window.closes_group(runner.loader_batch_step):
-            self._step(runner.optimizer)
+            self._step(self.optimizer)
 
     def on_loader_end(self, runner: RunState) -> None:
         if runner.handle_batch_step:
             return
         if self.steps > 1 and not self._window.closes_group(runner.loader_batch_step):
-            self._step(runner.optimizer)  # the pass's last, partial group
+            self._step(self.optimizer)  # the pass's last, partial group
 
     def _step(self, optimizer: torch.optim.Optimizer) -> None:
         scaler = self._scaler
@@ -212,9 +290,12 @@ class OptimizerCallback(Callback):
                 for param in self._params:
                     if param.grad is not None:
                         param.grad.mul_(factor)
-        if self._clip_value is not None or self._clip_norm is not None:
+        clips = (self._clip_value, self._clip_norm, self.grad_clip_fn)
+        if any(clip is not None for clip in clips):
             if scaler is not None:
                 scaler.unscale_(optimizer)
+            if self.grad_clip_fn is not None:
+                self.grad_clip_fn(self._params)
             if self._clip_value is not None:
                 torch.nn.utils.clip_grad_value_(self._params, self._clip_value)
             if self._clip_norm is not None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("eventrunner")
 
 
-class MetricAggregationCallback(Callback):
+class MetricMeansCallback(Callback):
     """Aggregates every scalar in ``batch_metrics`` into the pass's ``runner.running_metrics``
     (batch-size-weighted means, public: the progress bar reads them) and, at loader end, into
     ``loader_metrics``, filed in ``epoch_metrics[loader_key]``.

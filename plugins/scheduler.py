@@ -1,6 +1,7 @@
 """Steps the learning-rate scheduler: once per epoch after its loaders (default) or per train batch.
 
 ``ReduceLROnPlateau`` is stepped with the selection metric (or ``loader_key``/``metric_key``).
+``scheduler_key`` steps one of a dict of schedulers (Catalyst's argument, first as in Catalyst).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from eventrunner import components
 from eventrunner.checks import require_loaders
 from eventrunner.events import Callback, Order
 from plugins._selection import Watched
@@ -20,11 +22,18 @@ class SchedulerCallback(Callback):
     writes = ()  # the optimizer's learning rates only: no run-state field
 
     def __init__(
-        self, mode: str = "epoch", loader_key: str | None = None, metric_key: str | None = None
+        self,
+        scheduler_key: str | None = None,
+        mode: str | None = None,
+        loader_key: str | None = None,
+        metric_key: str | None = None,
     ) -> None:
+        mode = mode or "epoch"
         if mode not in ("epoch", "batch"):
             raise ValueError(f"SchedulerCallback: mode must be 'epoch' or 'batch', got {mode!r}")
         super().__init__(order=Order.SCHEDULER, loaders="train*" if mode == "batch" else None)
+        self.scheduler_key = scheduler_key
+        self.scheduler: Any = None
         self.mode = mode
         self.loader_key = loader_key
         self.metric_key = metric_key
@@ -39,9 +48,10 @@ class SchedulerCallback(Callback):
         return {"experiment_start": self.on_experiment_start, "epoch_end": self.on_epoch_end}
 
     def on_experiment_start(self, runner: Any) -> None:
-        if runner.scheduler is None:
-            raise ValueError("SchedulerCallback: the runner has no scheduler; pass scheduler=...")
-        if isinstance(runner.scheduler, ReduceLROnPlateau):
+        self.scheduler = components.pick(
+            runner, "scheduler", self.scheduler_key, "SchedulerCallback"
+        )
+        if isinstance(self.scheduler, ReduceLROnPlateau):
             # Fail before training, not at the end of the first epoch.
             self._target = self.watched.resolve(runner)
             require_loaders(
@@ -53,10 +63,10 @@ class SchedulerCallback(Callback):
             )
 
     def on_batch_end(self, runner: Any) -> None:
-        runner.scheduler.step()
+        self.scheduler.step()
 
     def on_epoch_end(self, runner: Any) -> None:
-        scheduler = runner.scheduler
+        scheduler = self.scheduler
         if not isinstance(scheduler, ReduceLROnPlateau):
             scheduler.step()
             return

@@ -63,7 +63,7 @@ def test_dry_run_prints_every_event_with_its_subscribers_in_order(capsys):
         orders = [int(o) for o in re.findall(r"order=(-?\d+)", listed[event])]
         assert orders == sorted(orders), event
     batch_end = re.findall(r"^  (\w+) \(", listed["batch_end"], flags=re.M)
-    expected = ["AccuracyCallback", "MetricAggregationCallback", "BackwardCallback"]
+    expected = ["AccuracyCallback", "MetricMeansCallback", "BackwardCallback"]
     assert [name for name in batch_end if name in expected] == expected
     assert "loaders=['train*']" in listed["batch_end"]  # filters are shown
     assert "EarlyStoppingCallback" in listed["epoch_end"]

@@ -53,7 +53,7 @@ def test_profile_true_lists_every_subscriber(tmp_path, capsys):
     assert saved["batches"] == 2 * (4 + 2)
 
     calls = {(row["subscriber"], row["event"]): row["calls"] for row in saved["subscribers"]}
-    assert calls[("MetricAggregationCallback", "batch_end")] == 12
+    assert calls[("MetricMeansCallback", "batch_end")] == 12
     assert calls[("BackwardCallback", "batch_end")] == 8  # train batches only
     assert calls[("_AsyncNote", "loader_end")] == 4  # async handlers are timed too
     assert calls[("CheckpointCallback", "epoch_end")] == 2

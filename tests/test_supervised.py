@@ -49,9 +49,11 @@ def test_pairs_become_dicts(container):
     before = model.weight.detach().clone()
     recorder = train(SupervisedRunner(), {"train": data, "valid": pairs(1)}, model)
     first = recorder.column("batch")[0]
-    assert list(first) == ["features", "targets"]
+    # As in Catalyst 22, runner.batch holds the model's outputs next to the inputs.
+    assert list(first) == ["features", "targets", "logits"]
     assert first["features"] is data[0][0] and first["targets"] is data[0][1]
     assert list(recorder.column("output")[0]) == ["logits"]
+    assert first["logits"] is recorder.column("output")[0]["logits"]
     assert recorder.column("output")[0]["logits"].shape == (4, 2)
     assert not torch.equal(model.weight, before)  # trained on the "loss" key
 
@@ -71,7 +73,7 @@ def test_custom_keys():
     runner = SupervisedRunner(input_key="x", output_key="scores", target_key="y", loss_key="ce")
     before = model.weight.detach().clone()
     recorder = train(runner, {"train": pairs(2)}, model)
-    assert list(recorder.column("batch")[0]) == ["x", "y"]
+    assert list(recorder.column("batch")[0]) == ["x", "y", "scores"]
     assert list(recorder.column("output")[0]) == ["scores"]
     first_metrics = recorder.column("batch_metrics")[0]
     assert "ce" in first_metrics and "loss" not in first_metrics

@@ -11,11 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eventrunner import components
 from eventrunner.checkpoint.files import CheckpointError
 from eventrunner.checkpoint.state import (
     callback_keys,
     check_model_state,
     check_structure,
+    class_name,
     load_checkpoint,
 )
 from eventrunner.distributed import unwrap_model
@@ -30,18 +32,38 @@ log = logging.getLogger("eventrunner")
 # ------------------------------------------------------------------ checking a checkpoint
 
 
+def _parts(target: Any, state: Any, what: str, path: Path) -> list[tuple[Any, Any, str]]:
+    """``(component, its saved state, name)``: one triple, or one per key of a dict of them."""
+    if not components.is_dict(target):
+        return [(target, state, what)]
+    if state is None:
+        return [(value, None, f"{what}[{key!r}]") for key, value in target.items()]
+    if not isinstance(state, Mapping) or set(state) - set(target):
+        got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: holds {what} states for {got}; the run's {what}s are "
+            f"{sorted(target)}"
+        )
+    return [(value, state.get(key), f"{what}[{key!r}]") for key, value in target.items()]
+
+
 def _check_class(target: Any, checkpoint: Mapping[str, Any], what: str, path: Path) -> None:
     saved = (checkpoint.get("classes") or {}).get(what)  # absent from older checkpoints
-    if target is None or saved is None or saved == type(target).__name__:
+    own = class_name(target)
+    if target is None or saved is None or saved == own:
         return
     raise CheckpointError(
-        f"checkpoint {path}: holds the {what} state of a {saved}, but runner.{what} is a "
-        f"{type(target).__name__}: resume with the {what} class {saved}, or start a new run"
+        f"checkpoint {path}: holds the {what} state of {saved}, but runner.{what} is "
+        f"{own}: resume with the same {what} classes, or start a new run"
     )
 
 
 def _check_param_groups(optimizer: Any, state: Any, path: Path) -> None:
     # torch checks this too, but only once the model is loaded: here nothing is touched yet.
+    if components.is_dict(optimizer):
+        for each, each_state, _ in _parts(optimizer, state, "optimizer", path):
+            _check_param_groups(each, each_state, path)
+        return
     if optimizer is None or not isinstance(state, Mapping):
         return
     groups = state.get("param_groups")
@@ -66,7 +88,9 @@ def _check_rng(state: Any, loaders: Mapping[str, Any], path: Path) -> None:
 
 
 def _scheduler(runner: RunState) -> Any:
-    return runner.scheduler if hasattr(runner.scheduler, "load_state_dict") else None
+    scheduler = runner.scheduler
+    stateful = components.is_dict(scheduler) or hasattr(scheduler, "load_state_dict")
+    return scheduler if stateful else None
 
 
 def check_fits(runner: RunState, checkpoint: Mapping[str, Any], path: str | Path) -> None:
@@ -172,8 +196,9 @@ def restore_run(runner: RunState, path: str | Path) -> dict[str, Any]:
     # Subscriber states first: they are the other part a crafted file can make fail (a top-k
     # file name that is not ours), and they live in memory only.
     _load_callbacks(runner, checkpoint.get("callbacks") or {}, path)
-    _load_part(runner.optimizer, checkpoint.get("optimizer"), "optimizer", path)
-    _load_part(_scheduler(runner), checkpoint.get("scheduler"), "scheduler", path)
+    for name, target in (("optimizer", runner.optimizer), ("scheduler", _scheduler(runner))):
+        for part, state, what in _parts(target, checkpoint.get(name), name, path):
+            _load_part(part, state, what, path)
     # A disabled GradScaler saves {}: nothing to restore.
     _load_part(runner.scaler, checkpoint.get("scaler") or None, "scaler", path)
     unwrap_model(runner.model).load_state_dict(checkpoint["model"])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from eventrunner import components
 from eventrunner.checkpoint.files import CheckpointError, torch_load
 from eventrunner.checks import is_int, is_number
 from eventrunner.data.tensors import map_tensors
@@ -56,7 +57,10 @@ def _scalar_metrics(epoch_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str,
     }
 
 
-def _class_name(obj: Any) -> str | None:
+def class_name(obj: Any) -> str | dict[str, str] | None:
+    """The class a state belongs to (checked on resume); by key for a dict of components."""
+    if components.is_dict(obj):
+        return {key: type(value).__name__ for key, value in obj.items()}
     return None if obj is None else type(obj).__name__
 
 
@@ -88,8 +92,8 @@ def capture_state(
         "version": VERSION,
         "epoch": int(epoch),
         "model": unwrap_model(runner.model).state_dict(),
-        "optimizer": runner.optimizer.state_dict() if runner.optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if hasattr(scheduler, "state_dict") else None,
+        "optimizer": components.state_dicts(runner.optimizer),
+        "scheduler": components.state_dicts(scheduler),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "counters": {
             "epoch_step": int(epoch),
@@ -109,10 +113,14 @@ def capture_state(
         "rng": rng_state(runner.loaders),
         # Checked on resume: another class's state loads silently and fails at its first step.
         "classes": {
-            "optimizer": _class_name(runner.optimizer),
-            "scheduler": _class_name(scheduler) if hasattr(scheduler, "state_dict") else None,
+            "optimizer": class_name(runner.optimizer),
+            "scheduler": class_name(scheduler) if _has_state(scheduler) else None,
         },
     }
+
+
+def _has_state(value: Any) -> bool:
+    return components.state_dicts(value) is not None
 
 
 def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
@@ -209,11 +217,17 @@ _STRUCTURE: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     (
         "classes",
         False,
-        lambda v: _is_mapping(v) and all(n is None or isinstance(n, str) for n in v.values()),
-        "a dict of class names",
+        lambda v: _is_mapping(v) and all(map(_is_class_name, v.values())),
+        "a dict of class names (by key for a dict of components)",
     ),
 )
 _MISSING = object()
+
+
+def _is_class_name(value: Any) -> bool:
+    if _is_mapping(value):
+        return all(isinstance(key, str) and isinstance(n, str) for key, n in value.items())
+    return value is None or isinstance(value, str)
 
 
 def _lookup(checkpoint: Mapping[str, Any], where: str) -> Any:
