@@ -1,6 +1,6 @@
 """Writes ``docs/reference.md`` from the code: train()'s arguments, the runner's attributes,
-the events and their signals, the built-in subscribers and the config sections, so the
-reference cannot drift from them.
+the events and their signals, the built-in subscribers, the config sections and the Catalyst
+names, so the reference cannot drift from them.
 
 Run ``python docs/generate.py`` after changing a ``TrainSettings`` field, the ``RunState``
 docstring, a subscriber or a config section; ``--check`` exits with status 1 when the file
@@ -435,9 +435,46 @@ def config_sections() -> list[str]:
     return lines + table(("section", "what"), rows)
 
 
+# ------------------------------------------------------------------ Catalyst names
+
+
+def catalyst_names() -> list[str]:
+    from eventrunner.catalyst import metrics as catalyst_metrics
+    from eventrunner.catalyst import utils as catalyst_utils
+    from eventrunner.catalyst.names import ALL, NOT_PORTED, resolve
+
+    def where(name: str) -> str:
+        obj = resolve(name, ALL, "eventrunner.dl")
+        cls = obj if inspect.isclass(obj) else type(obj)
+        return f"{code(public_name(cls))}: {summary(cls)}"
+
+    lines = [
+        "## Catalyst names",
+        "",
+        "Every name of Catalyst 22.04's `catalyst.dl`, as `eventrunner.dl` gives it (the same "
+        "objects `eventrunner` and `plugins` export), and what it is. How to port a program "
+        "and what differs on purpose: [catalyst.md](catalyst.md).",
+        "",
+    ]
+    lines += table(("`dl.` name", "eventrunner object"), ((code(n), where(n)) for n in ALL))
+    lines += ["", "Not ported (`dl.<name>` raises an `AttributeError` that says so):", ""]
+    lines += [f"- `{name}`: {text}" for name, text in NOT_PORTED.items()]
+    for module, names in (
+        ("metrics", catalyst_metrics.__all__),
+        ("utils", catalyst_utils.__all__),
+    ):
+        lines += [
+            "",
+            f"`eventrunner.{module}` gives `catalyst.{module}`' names: "
+            + ", ".join(map(code, sorted(names)))
+            + ".",
+        ]
+    return lines
+
+
 # ------------------------------------------------------------------ the page
 
-PARTS = (train_arguments, runner_attributes, events, subscribers, config_sections)
+PARTS = (train_arguments, runner_attributes, events, subscribers, config_sections, catalyst_names)
 
 
 def render() -> str:
@@ -449,7 +486,8 @@ def render() -> str:
         "",
         "Contents: [train() arguments](#train-arguments) · "
         "[Runner attributes](#runner-attributes) · [Events and signals](#events-and-signals) · "
-        "[Subscribers](#subscribers) · [Config sections](#config-sections)",
+        "[Subscribers](#subscribers) · [Config sections](#config-sections) · "
+        "[Catalyst names](#catalyst-names)",
         "",
     ]
     for part in PARTS:

@@ -118,9 +118,34 @@ def default_kinds(runner: Runner, settings: TrainSettings) -> list[str]:
 def compose_callbacks(runner: Runner, settings: TrainSettings) -> list[Callback]:
     """Defaults first (so ties in order run them first), then the user's subscribers."""
     user = _user_callbacks(settings.callbacks)
+    if settings.loggers is not None:
+        from eventrunner.catalyst.loggers import logger_subscribers
+
+        # Catalyst's loggers: one of the console/CSV/TensorBoard kind replaces that default.
+        user += logger_subscribers(settings.loggers, settings.hparams)
     replaced = {callback.kind for callback in user if callback.kind}
+    extras = [*runner.default_callbacks(settings), *catalyst_defaults(settings)]
+    extras = [callback for callback in extras if callback.kind not in replaced]
+    if any(callback.kind == "criterion" for callback in (*user, *extras)):
+        # The loss has its producer; capturing it would keep a forward hook on the
+        # criterion for the whole run (nn.Module's slow call path on every batch).
+        replaced.add("loss_capture")
     classes = default_classes()
     defaults: list[Callback] = [
         classes[kind]() for kind in default_kinds(runner, settings) if kind not in replaced
     ]
-    return defaults + user
+    return defaults + extras + user
+
+
+def catalyst_defaults(settings: TrainSettings) -> list[Callback]:
+    """The subscribers of Catalyst's ``train()`` flags: ``check=True``, ``timeit=True``."""
+    extras: list[Callback] = []
+    if settings.check:
+        from eventrunner.catalyst.control import CheckRunCallback
+
+        extras.append(CheckRunCallback())
+    if settings.timeit:
+        from eventrunner.catalyst.timer import TimerCallback
+
+        extras.append(TimerCallback())
+    return extras

@@ -16,11 +16,18 @@ from torch import nn
 from eventrunner import components, precision
 from eventrunner.catalyst.engines import engine_request
 from eventrunner.checkpoint.state import load_weights
+from eventrunner.events import Callback
 from eventrunner.rng import seed_everything
 
 if TYPE_CHECKING:
-    from eventrunner.events import Callback
     from eventrunner.runner import Runner
+
+
+class _NoSelection(Callback):
+    """Stands in for the default model selection: one evaluation pass selects no epoch."""
+
+    kind = "selection"
+    writes = ()
 
 
 class InferenceMixin:
@@ -42,12 +49,13 @@ class InferenceMixin:
         """
         # Evaluating must not step the LR scheduler (the default one steps at epoch end).
         scheduler, self.scheduler = self.scheduler, None
+        given = list(callbacks.values()) if isinstance(callbacks, Mapping) else callbacks or []
         try:
             self.train(
                 model=model,
                 engine=engine,
                 loaders={"valid": loader},
-                callbacks=callbacks,
+                callbacks=[_NoSelection(), *given],
                 num_epochs=1,
                 seed=seed,
                 verbose=verbose,

@@ -124,6 +124,11 @@ class Runner(RunnerHooks, InferenceMixin):
             "compute self.output and self.batch_metrics there (or use SupervisedRunner)"
         )
 
+    def default_callbacks(self, settings: TrainSettings) -> list[Callback]:
+        """Subscribers this runner class adds to the defaults (one of the user's kind replaces
+        each); :class:`~eventrunner.SupervisedRunner` adds its loss here."""
+        return []
+
     def to_dict_batch(self, batch: Any) -> Any:
         """The batch ``handle_batch`` gets: a mapping as a dict, a tuple or list as it is."""
         if type(batch) is dict or isinstance(batch, tuple | list):
@@ -420,11 +425,12 @@ class Runner(RunnerHooks, InferenceMixin):
                 else:
                     for call in starts:
                         call(self)
+                # self.batch: a batch_start subscriber may have replaced it (a transform).
                 if probe:
                     probe = False
-                    probe_handle_batch(self, handle_batch, batch)
+                    probe_handle_batch(self, handle_batch, self.batch)
                 else:
-                    handle_batch(batch)
+                    handle_batch(self.batch)
                 if self.batch_size != size:  # handle_batch may reweigh the batch
                     self.sample_step += self.batch_size - size
                     self.loader_sample_step += self.batch_size - size

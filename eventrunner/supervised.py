@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from eventrunner import components
+from eventrunner.catalyst.criterion import CriterionCallback
+from eventrunner.events import Callback
 from eventrunner.runner import Runner
 
 KeyOrKeys = str | Sequence[str] | None
@@ -28,7 +30,9 @@ class SupervisedRunner(Runner):
     Tuple/list batches of two elements become ``{input_key: x, target_key: y}``. A list
     ``input_key`` calls ``model(**{k: batch[k]})``; ``None`` calls ``model(**batch)``. A list
     ``output_key`` names the elements of a returned tuple; ``None`` expects a dict.
-    With a criterion, ``batch_metrics[loss_key]`` holds ``criterion(output[k], batch[target_key])``.
+    With a criterion, ``batch_metrics[loss_key]`` holds ``criterion(output[k], batch[target_key])``,
+    computed by a default ``CriterionCallback`` at batch end (as in Catalyst, so a subclass's
+    own ``handle_batch`` still gets its loss); a ``CriterionCallback`` of yours replaces it.
 
     Example::
 
@@ -57,7 +61,6 @@ class SupervisedRunner(Runner):
         self.output_key = _keys(output_key, "output_key")
         self.target_key = target_key
         self.loss_key = loss_key
-        self._computes_loss = True
         if isinstance(self.output_key, list):
             self._loss_input_key = self.output_key[0]
         else:
@@ -111,23 +114,36 @@ class SupervisedRunner(Runner):
             )
         return dict(zip(self.output_key, result, strict=True))
 
-    def compose(self, settings: Any = None, /, **kwargs: Any) -> Any:
-        bus = super().compose(settings, **kwargs)
-        # Catalyst's CriterionCallback (kind "criterion") computes the loss instead; a dict of
-        # criteria is only ever used through such callbacks (criterion_key=).
-        self._computes_loss = not components.is_dict(self.criterion) and not any(
-            callback.kind == "criterion" for callback in self.callbacks
-        )
-        return bus
+    # Catalyst's SupervisedRunner keeps its keys as _input_key, ...; subclasses read them.
+    @property
+    def _input_key(self) -> str | list[str] | None:
+        return self.input_key
+
+    @property
+    def _output_key(self) -> str | list[str] | None:
+        return self.output_key
+
+    @property
+    def _target_key(self) -> str:
+        return self.target_key
+
+    @property
+    def _loss_key(self) -> str:
+        return self.loss_key
+
+    def default_callbacks(self, settings: Any) -> list[Callback]:
+        """The loss as Catalyst computes it: a ``CriterionCallback`` (kind "criterion") on the
+        first output key and the target, unless the run has one of its own; none for a dict
+        of criteria, which only such callbacks use (``criterion_key=``)."""
+        if self.criterion is None or components.is_dict(self.criterion):
+            return []
+        return [CriterionCallback(self._loss_input_key, self.target_key, self.loss_key)]
 
     def handle_batch(self, batch: dict[str, Any]) -> None:
-        self.output = output = self.forward(batch)
+        output = self.forward(batch)
         # Catalyst 22's runner.batch holds the outputs too (runner.batch["logits"]).
+        self.output = output
         self.batch = {**batch, **output}
-        if self.criterion is not None and self._computes_loss:
-            self.batch_metrics[self.loss_key] = self.criterion(
-                output[self._loss_input_key], batch[self.target_key]
-            )
 
     def predict_batch(self, batch: Any) -> dict[str, Any]:
         with torch.no_grad():

@@ -100,7 +100,8 @@ def run_hparams(runner: Any) -> dict[str, Any]:
     model = runner.model
     if isinstance(model, torch.nn.Module):
         hparams["num_params"] = sum(p.numel() for p in model.parameters())
-    extra = getattr(runner, "hparams", None)
-    if isinstance(extra, Mapping):
-        hparams.update(extra)
+    settings = getattr(runner, "settings", None)  # train(hparams=), Catalyst's argument
+    for extra in (getattr(runner, "hparams", None), getattr(settings, "hparams", None)):
+        if isinstance(extra, Mapping):
+            hparams.update(extra)
     return {key: value for key, value in hparams.items() if value is not None}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from eventrunner import checkpoint as ckpt
-from eventrunner import distributed
+from eventrunner import components, distributed
 from eventrunner.checks import is_int, is_number
 from eventrunner.distributed import unwrap_model
 from eventrunner.events import Callback, Order
@@ -53,6 +53,11 @@ class CheckpointCallback(Callback):
     CheckpointCallback's record of it included), nothing of the next one. An ``epoch_end``
     that fails before the save leaves the epoch unsaved (``last.pth`` keeps the one before).
 
+    Catalyst's arguments: ``mode`` ("model" or "runner") is accepted; every file holds the
+    whole run state (weights, optimizer, scheduler, counters, RNG), so it serves both.
+    ``resume_model`` loads a checkpoint's weights and ``resume_runner`` its weights, optimizer
+    and scheduler states at experiment start (``train(resume=)`` continues a whole run).
+
     ``background_save`` copies the state at epoch end and writes it on a thread while the next
     epoch trains; by default (None) it does so when the model is on an accelerator, where the
     CPU is free to write. On the CPU, training and the writer share the same cores: measured
@@ -74,12 +79,27 @@ class CheckpointCallback(Callback):
         metric_key: str | None = None,
         minimize: bool | None = None,
         topk: int = 1,
+        mode: str = "model",
+        save_last: bool = True,
+        save_best: bool = True,
+        resume_model: str | Path | None = None,
+        resume_runner: str | Path | None = None,
         load_best_on_end: bool | None = None,
         background_save: bool | None = None,
     ) -> None:
         super().__init__(order=Order.CHECKPOINT)
         if not is_int(topk) or topk < 0:
             raise ValueError(f"CheckpointCallback: topk must be an int >= 0, got {topk!r}")
+        if mode not in ("model", "runner"):
+            raise ValueError(f"CheckpointCallback: mode must be 'model' or 'runner', got {mode!r}")
+        if save_last is not True or save_best is not True:
+            raise ValueError(
+                "CheckpointCallback: last.pth and best.pth are always written (resume and "
+                "load_best_on_end read them); save_last/save_best take only True"
+            )
+        self.mode = mode
+        self.resume_model = resume_model
+        self.resume_runner = resume_runner
         self.logdir = logdir
         self.watched = Watched(loader_key, metric_key, minimize)
         self.topk = topk
@@ -101,7 +121,18 @@ class CheckpointCallback(Callback):
 
     # ---------------------------------------------------------------- the run
 
+    def _load_given_states(self, runner: RunState) -> None:
+        """Catalyst's ``resume_model`` (weights) / ``resume_runner`` (weights, optimizer and
+        scheduler states; not the counters: ``train(resume=)`` continues a run)."""
+        if self.resume_model is not None:
+            ckpt.load_weights(runner.model, self.resume_model)
+        if self.resume_runner is not None:
+            saved = ckpt.load_weights(runner.model, self.resume_runner)
+            components.load_state_dicts(runner.optimizer, saved.get("optimizer"), "optimizer")
+            components.load_state_dicts(runner.scheduler, saved.get("scheduler"), "scheduler")
+
     def on_experiment_start(self, runner: RunState) -> None:
+        self._load_given_states(runner)
         self._target = self.watched.resolve(runner)
         selection = runner.selection
         loader_given = self.watched.loader is not None or selection.loader_given

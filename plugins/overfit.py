@@ -14,6 +14,9 @@ from eventrunner.events import Callback, Order
 
 
 class BatchOverfitCallback(Callback):
+    """Limits each loader to its first batches: ``loader=N`` (a count) or a fraction; the
+    loaders it does not name get one batch."""
+
     kind = "overfit"
 
     def __init__(self, **num_batches: int | float) -> None:

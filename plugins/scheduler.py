@@ -18,6 +18,9 @@ from plugins._selection import Watched
 
 
 class SchedulerCallback(Callback):
+    """Steps the scheduler (``runner.scheduler[scheduler_key]`` for a dict) per ``mode``:
+    ``"epoch"`` (default) or ``"batch"``; ``ReduceLROnPlateau`` gets its watched metric."""
+
     kind = "scheduler"
     writes = ()  # the optimizer's learning rates only: no run-state field
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from eventrunner import SupervisedRunner
+from eventrunner import Callback, SupervisedRunner
 from eventrunner.testing import EventRecorder
 
 
@@ -229,3 +229,28 @@ def test_predict_batch_maps_a_tuple():
     output = runner.predict_batch((x, torch.zeros(5, dtype=torch.long)))
     assert torch.allclose(output["logits"], model(x))
     assert not output["logits"].requires_grad
+
+
+def test_the_criterion_has_no_forward_hook_while_a_criterion_callback_computes_the_loss() -> None:
+    # SupervisedRunner's loss comes from its CriterionCallback; the loss capture for Catalyst's
+    # handle_batch that does not store its loss must not stay hooked on the criterion, which
+    # puts every criterion call on nn.Module's slow path.
+    criterion = nn.CrossEntropyLoss()
+    hooks_seen: list[int] = []
+
+    class Watch(Callback):
+        def on_batch_end(self, runner: Any) -> None:
+            hooks_seen.append(len(criterion._forward_hooks))
+
+    model = nn.Linear(3, 2)
+    runner = SupervisedRunner()
+    runner.train(
+        model=model,
+        criterion=criterion,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loaders={"train": pairs(4)},
+        callbacks=[Watch()],
+        console=False,
+    )
+    assert "loss" in runner.epoch_metrics["train"]
+    assert hooks_seen == [0, 0, 0, 0]

@@ -35,6 +35,7 @@ CORE: dict[str, str] = {
     "Runner": "eventrunner.runner:Runner",
     "SupervisedRunner": "eventrunner.supervised:SupervisedRunner",
     "ISupervisedRunner": "eventrunner.supervised:SupervisedRunner",
+    "SETTINGS": "eventrunner.catalyst.settings:SETTINGS",
 }
 
 #: Catalyst's callbacks, loggers and engines -> "module:attribute" (also ``plugins``' names).
@@ -97,7 +98,6 @@ NOT_PORTED: dict[str, str] = {
     "ILRUpdater": "not ported; write a SchedulerCallback or a Callback that sets the lr",
     "MixupCallback": "not ported; mix the batch in handle_batch",
     "SoftUpdateCallaback": "not ported; update the target network in a Callback's on_batch_end",
-    "SETTINGS": "Catalyst's environment flags have no counterpart",
 }
 
 ALL: dict[str, str] = {**CORE, **COMPONENTS}

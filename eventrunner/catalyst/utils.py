@@ -3,8 +3,8 @@
 Same names, arguments and results as Catalyst's, written on the core's pieces. On purpose
 different: :func:`load_checkpoint` reads with ``torch.load(weights_only=True)`` (a checkpoint
 is data, never code) and :func:`save_checkpoint` writes atomically (a crash never leaves half
-a file). Catalyst's model-export helpers (``onnx_export``, ``trace_model``, ``quantize_model``,
-``prune_model``) are not provided: use ``torch.onnx`` / ``torch.jit`` / ``torch.ao`` directly.
+a file). The model post-processing helpers (``trace_model``, ``quantize_model``,
+``prune_model``, ``onnx_export``) come from :mod:`eventrunner.catalyst.model_tools`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ import torch
 from torch import nn
 
 from eventrunner import distributed
+from eventrunner.catalyst.model_tools import (
+    get_pruning_fn,
+    onnx_export,
+    prune_model,
+    quantize_model,
+    remove_reparametrization,
+    trace_model,
+)
 from eventrunner.checkpoint.files import atomic_file, torch_load
 from eventrunner.distributed import unwrap_model
 
@@ -39,6 +47,7 @@ __all__ = [
     "get_nn_from_ddp_module",
     "get_optimizer_momentum",
     "get_optimizer_momentum_list",
+    "get_pruning_fn",
     "get_rank",
     "get_requires_grad",
     "get_utcnow_time",
@@ -48,14 +57,19 @@ __all__ = [
     "maybe_recursive_call",
     "merge_dicts",
     "mixup_batch",
+    "onnx_export",
     "pack_checkpoint",
     "pairwise",
     "prepare_cudnn",
+    "prune_model",
+    "quantize_model",
+    "remove_reparametrization",
     "save_checkpoint",
     "set_global_seed",
     "set_optimizer_momentum",
     "set_requires_grad",
     "soft_update",
+    "trace_model",
     "unpack_checkpoint",
 ]
 

@@ -9,10 +9,12 @@ checked (:func:`check_structure`) before anything is restored.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -87,40 +89,71 @@ def capture_state(
         }
     scheduler = runner.scheduler
     scaler = runner.scaler
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "epoch": int(epoch),
-        "model": unwrap_model(runner.model).state_dict(),
-        "optimizer": components.state_dicts(runner.optimizer),
-        "scheduler": components.state_dicts(scheduler),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "counters": {
-            "epoch_step": int(epoch),
-            "batch_step": int(runner.batch_step),
-            "sample_step": int(runner.sample_step),
-            # The stop decision is part of the run: a resumed stopped run trains no more.
-            "need_early_stop": bool(runner.need_early_stop),
-        },
-        "selection": {
-            **selection,
-            "best_valid_metric": runner.best_valid_metric,
-            "best_epoch": runner.best_epoch,
-            "history": list(history or []),
-        },
-        "epoch_metrics": _scalar_metrics(epoch_metrics or {}),
-        "callbacks": {key: cb.state_dict() for key, cb in callback_keys(runner.callbacks)},
-        "rng": rng_state(runner.loaders),
-        # Checked on resume: another class's state loads silently and fails at its first step.
-        "classes": {
-            "optimizer": class_name(runner.optimizer),
-            "scheduler": class_name(scheduler) if _has_state(scheduler) else None,
-        },
-    }
+    return plain_numbers(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "epoch": int(epoch),
+            "model": unwrap_model(runner.model).state_dict(),
+            "optimizer": components.state_dicts(runner.optimizer),
+            "scheduler": components.state_dicts(scheduler),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "counters": {
+                "epoch_step": int(epoch),
+                "batch_step": int(runner.batch_step),
+                "sample_step": int(runner.sample_step),
+                # The stop decision is part of the run: a resumed stopped run trains no more.
+                "need_early_stop": bool(runner.need_early_stop),
+            },
+            "selection": {
+                **selection,
+                "best_valid_metric": runner.best_valid_metric,
+                "best_epoch": runner.best_epoch,
+                "history": list(history or []),
+            },
+            "epoch_metrics": _scalar_metrics(epoch_metrics or {}),
+            "callbacks": {key: cb.state_dict() for key, cb in callback_keys(runner.callbacks)},
+            "rng": rng_state(runner.loaders),
+            # Checked on resume: another class's state loads silently and fails at its first step.
+            "classes": {
+                "optimizer": class_name(runner.optimizer),
+                "scheduler": class_name(scheduler) if _has_state(scheduler) else None,
+            },
+        }
+    )
 
 
 def _has_state(value: Any) -> bool:
     return components.state_dicts(value) is not None
+
+
+def plain_numbers(obj: Any) -> Any:
+    """``obj`` with NumPy scalars (keys too) as Python numbers, which ``weights_only`` loads.
+
+    Catalyst-style metrics and user state often hold ``np.float64``/``np.int64``; a container
+    is rebuilt (as its own type, ``_metadata`` kept) only where something changed.
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Mapping):
+        items = [(plain_numbers(key), plain_numbers(value)) for key, value in obj.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, obj.items(), strict=True)):
+            return obj
+        out: Any = dict(items)
+        if isinstance(obj, dict) and type(obj) is not dict:  # OrderedDict, Counter, ...
+            out, rebuilt = copy.copy(obj), out
+            out.clear()
+            out.update(rebuilt)  # a mapping: a Counter takes its counts as they are
+        metadata = getattr(obj, "_metadata", None)
+        if metadata is not None:
+            out._metadata = metadata  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):
+        values = [plain_numbers(value) for value in obj]
+        if all(v is v0 for v, v0 in zip(values, obj, strict=True)):
+            return obj
+        return type(obj)(values)
+    return obj
 
 
 def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:

@@ -4,15 +4,18 @@ keywords, each checked against the plain PyTorch loop that a Catalyst program me
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eventrunner import CallbackOrder, IRunner, Runner, dl
-from eventrunner.testing import same_weights
+from eventrunner import Callback, CallbackOrder, IRunner, Runner, dl
+from eventrunner.catalyst.names import NOT_PORTED
+from eventrunner.testing import EventRecorder, same_weights
 
 
 def _pairs(sizes: list[int], seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -321,6 +324,82 @@ def test_dl_says_which_names_are_not_ported():
     assert copy.copy(dl.__all__) == sorted(dl.__all__)
 
 
+# computed by catalyst 22.4: the capitalised public names of ``catalyst.dl`` (``LooseVersion``,
+# a distutils class it re-exports by accident, left out)
+CATALYST_DL_NAMES = [
+    "AUCCallback",
+    "AccuracyCallback",
+    "BackwardCallback",
+    "BatchMetricCallback",
+    "BatchOverfitCallback",
+    "BatchTransformCallback",
+    "CMCScoreCallback",
+    "CPUEngine",
+    "CSVLogger",
+    "Callback",
+    "CallbackOrder",
+    "CallbackWrapper",
+    "CheckRunCallback",
+    "CheckpointCallback",
+    "ConsoleLogger",
+    "ControlFlowCallbackWrapper",
+    "CriterionCallback",
+    "DataParallelEngine",
+    "DiceCallback",
+    "DistributedDataParallelEngine",
+    "EarlyStoppingCallback",
+    "Engine",
+    "FunctionalBatchMetricCallback",
+    "FunctionalMetricCallback",
+    "GPUEngine",
+    "HitrateCallback",
+    "IBackwardCallback",
+    "ICallback",
+    "ICheckpointCallback",
+    "ICriterionCallback",
+    "ILRUpdater",
+    "ILogger",
+    "IMetricCallback",
+    "IOUCallback",
+    "IOptimizerCallback",
+    "IRunner",
+    "IRunnerError",
+    "ISchedulerCallback",
+    "ISupervisedRunner",
+    "LRFinder",
+    "LoaderMetricCallback",
+    "MAPCallback",
+    "MRRCallback",
+    "MetricAggregationCallback",
+    "MixupCallback",
+    "MultilabelAccuracyCallback",
+    "MultilabelPrecisionRecallF1SupportCallback",
+    "NDCGCallback",
+    "OptimizerCallback",
+    "PeriodicLoaderCallback",
+    "PrecisionRecallF1SupportCallback",
+    "ProfilerCallback",
+    "R2SquaredCallback",
+    "ReidCMCScoreCallback",
+    "Runner",
+    "SETTINGS",
+    "SchedulerCallback",
+    "SoftUpdateCallaback",
+    "SupervisedRunner",
+    "TensorboardLogger",
+    "TimerCallback",
+    "TqdmCallback",
+    "TrevskyCallback",
+]
+
+
+def test_dl_gives_every_name_of_catalysts_dl():
+    ported = [name for name in CATALYST_DL_NAMES if name not in NOT_PORTED]
+    assert [name for name in ported if getattr(dl, name, None) is None] == []
+    assert sorted(NOT_PORTED) == ["ILRUpdater", "LRFinder", "MixupCallback", "SoftUpdateCallaback"]
+    assert dl.SETTINGS.pruning_required is True
+
+
 # ----------------------------------------------------------------- predict/evaluate
 
 
@@ -355,3 +434,124 @@ def test_predict_loader_yields_the_subclass_predict_batch_with_catalysts_argumen
     with torch.no_grad():
         losses = [F.cross_entropy(model(x), y) * len(y) for x, y in LOADERS["valid"]]
     assert metrics["loss"] == pytest.approx(float(sum(losses)) / 8, abs=1e-6)
+
+
+# ------------------------------------------------------------ Catalyst's train() flags
+
+
+def test_check_and_timeit_flags_compose_catalysts_callbacks():
+    batches = EventRecorder(events=["batch_end"], fields=["epoch_step", "loader_key"])
+    model = _model()
+    runner = LossRunner()
+    loaders = {"train": _pairs([2] * 5), "valid": _pairs([2] * 5, seed=1)}
+    runner.train(
+        model=model,
+        optimizer=_sgd(model),
+        loaders=loaders,
+        num_epochs=5,
+        console=False,
+        check=True,
+        timeit=True,
+        callbacks=[batches],
+    )
+    # Catalyst's check run: 3 epochs of 3 batches per loader.
+    assert runner.epoch_step == 3
+    assert len(batches.column("epoch_step")) == 3 * 2 * 3
+    assert {"_timer/batch_time", "_timer/data_time", "_timer/model_time", "_timer/_fps"} <= set(
+        runner.epoch_metrics["train"]
+    )
+
+
+class NumpyMetricsRunner(LossRunner):
+    """Catalyst-style meters return NumPy scalars (``AdditiveMetric.compute()[0]``)."""
+
+    def on_loader_end(self, runner: Any) -> None:
+        self.loader_metrics["accuracy"] = np.float64(0.5)
+        self.loader_metrics["seen"] = np.int64(3)
+        super().on_loader_end(runner)
+
+
+def test_numpy_scalars_in_the_run_state_are_saved_as_numbers(tmp_path):
+    # Failed before: "the state would not load back with torch.load(weights_only=True)"
+    # (numpy scalars in selection/metrics, a MultiStepLR with NumPy milestones).
+    model = _model()
+    optimizer = _sgd(model)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=np.array([1, 2]))
+    NumpyMetricsRunner().train(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loaders=LOADERS,
+        num_epochs=2,
+        logdir=tmp_path,
+        main_metric="accuracy",
+        console=False,
+    )
+    saved = torch.load(tmp_path / "checkpoints" / "last.pth", weights_only=True)
+    assert saved["selection"]["best_valid_metric"] == 0.5
+    assert type(saved["epoch_metrics"]["valid"]["seen"]) is float
+    assert dict(saved["scheduler"]["milestones"]) == {1: 1, 2: 1}
+    assert type(scheduler.milestones) is type(saved["scheduler"]["milestones"])
+
+
+def test_checkpoint_callback_takes_catalysts_arguments(tmp_path):
+    model = _model()
+    first = LossRunner()
+    first.train(
+        model=model,
+        optimizer=_sgd(model),
+        loaders=LOADERS,
+        logdir=tmp_path / "a",
+        console=False,
+    )
+    fresh = _model(7)
+    optimizer = _sgd(fresh)
+    LossRunner().train(
+        model=fresh,
+        optimizer=optimizer,
+        loaders={"valid": LOADERS["valid"]},
+        console=False,
+        callbacks=[
+            # Catalyst's positional order, then resume_runner: weights and optimizer state.
+            dl.CheckpointCallback(
+                tmp_path / "b",
+                "valid",
+                "loss",
+                True,
+                1,
+                "model",
+                True,
+                True,
+                resume_runner=tmp_path / "a" / "checkpoints" / "last.pth",
+            ),
+        ],
+    )
+    assert same_weights(fresh.state_dict(), model.state_dict())
+    assert torch.equal(
+        optimizer.state_dict()["state"][0]["momentum_buffer"],
+        first.optimizer.state_dict()["state"][0]["momentum_buffer"],
+    )
+    assert (tmp_path / "b" / "checkpoints" / "best.pth").exists()
+    with pytest.raises(ValueError, match="save_last/save_best take only True"):
+        dl.CheckpointCallback(tmp_path, save_last=False)
+
+
+def test_evaluating_selects_no_epoch_and_warns_nothing(caplog):
+    # Failed before: "no model selection (loader 'valid' produced no 'loss' metric)".
+    model = _model()
+    runner = LossRunner()
+    runner.train(model=model, optimizer=_sgd(model), loaders=LOADERS, console=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="eventrunner"):
+        metrics = runner.evaluate_loader(LOADERS["valid"], callbacks=[_NoLoss()])
+    assert "loss" not in metrics and "seen" in metrics
+    assert not caplog.records
+
+
+class _NoLoss(Callback):
+    def __init__(self) -> None:
+        super().__init__(order=CallbackOrder.Metric)  # before the means (20)
+
+    def on_batch_end(self, runner: Any) -> None:
+        runner.batch_metrics.pop("loss")
+        runner.batch_metrics["seen"] = 1.0

@@ -21,6 +21,13 @@ from torchmetrics.functional.classification import (
     multilabel_stat_scores,
 )
 
+from eventrunner.catalyst.metrics._regression import r2_squared
+from eventrunner.catalyst.metrics._segmentation import (
+    dice,
+    get_segmentation_statistics,
+    iou,
+    trevsky,
+)
 from eventrunner.metrics import accuracy
 
 Stats = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -248,14 +255,19 @@ __all__ = [
     "accuracy",
     "auc",
     "binary_auc",
+    "dice",
     "f1_score",
     "fbeta_score",
     "get_binary_statistics",
     "get_default_topk",
     "get_multiclass_statistics",
     "get_multilabel_statistics",
+    "get_segmentation_statistics",
+    "iou",
     "multilabel_accuracy",
     "precision",
     "precision_recall_fbeta_support",
+    "r2_squared",
     "recall",
+    "trevsky",
 ]

@@ -1,0 +1,40 @@
+# ruff: noqa
+# fmt: off
+"""Catalyst 22.04 program, ported by changing imports (see README.md here).
+
+Source: docs/faq/mixed_precision.rst, code block 2 at v22.04.
+"""
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from eventrunner.dl import SupervisedRunner
+
+# data
+num_samples, num_features = int(320), int(1e1)  # port: 1e4 samples -> 320 (runtime)
+X, y = torch.rand(num_samples, num_features), torch.rand(num_samples)
+dataset = TensorDataset(X, y)
+loader = DataLoader(dataset, batch_size=32, num_workers=1)
+loaders = {"train": loader, "valid": loader}
+
+# model, criterion, optimizer, scheduler
+model = torch.nn.Linear(num_features, 1)
+criterion = torch.nn.MSELoss()
+optimizer = torch.optim.Adam(model.parameters())
+scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3, 6])
+
+# model training
+runner = SupervisedRunner()
+runner.train(
+    model=model,
+    criterion=criterion,
+    optimizer=optimizer,
+    scheduler=scheduler,
+    loaders=loaders,
+    logdir="./logdir",
+    valid_loader="valid",
+    valid_metric="loss",
+    minimize_valid_metric=True,
+    num_epochs=8,
+    verbose=True,
+    fp16=True,
+)

@@ -1,0 +1,60 @@
+# ruff: noqa
+# fmt: off
+"""Catalyst 22.04 program, ported by changing imports (see README.md here).
+
+Source: tests/pipelines/test_regression.py (train_experiment, CPU) at v22.04.
+"""
+
+# flake8: noqa
+import os
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+# port: dropped `from pytest import mark` (no pytest tests here)
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, TensorDataset
+
+from eventrunner import dl, utils
+from eventrunner.catalyst.settings import IS_CUDA_AVAILABLE, NUM_CUDA_DEVICES, SETTINGS
+# port: dropped `from tests import IS_*_REQUIRED` (test flags)
+# port: dropped `from tests.misc import run_experiment_from_configs` (Config API not ported)
+
+
+def train_experiment(engine=None):
+    with TemporaryDirectory() as logdir:
+        # data
+        num_samples, num_features = int(320), int(1e1)  # port: 1e4 samples -> 320 (runtime)
+        X, y = torch.rand(num_samples, num_features), torch.rand(num_samples)
+        dataset = TensorDataset(X, y)
+        loader = DataLoader(dataset, batch_size=32, num_workers=1)
+        loaders = {"train": loader, "valid": loader}
+
+        # model, criterion, optimizer, scheduler
+        model = torch.nn.Linear(num_features, 1)
+        criterion = torch.nn.MSELoss()
+        optimizer = torch.optim.Adam(model.parameters())
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3, 6])
+
+        # model training
+        runner = dl.SupervisedRunner()
+        runner.train(
+            engine=engine,
+            model=model,
+            criterion=criterion,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loaders=loaders,
+            logdir=logdir,
+            valid_loader="valid",
+            valid_metric="loss",
+            minimize_valid_metric=True,
+            num_epochs=1,
+            verbose=False,
+            callbacks=[dl.R2SquaredCallback(input_key="logits", target_key="targets")],
+        )
+
+
+train_experiment(dl.CPUEngine())  # port: the CPU test path (test_run_on_cpu)
