@@ -1,9 +1,11 @@
 """The ``eventrunner`` command: ``run`` a YAML config, list ``plugins``, ``plot`` a logdir.
 
-eventrunner run CONFIG.yaml [--set key.path=value ...] [--dry-run] [--overwrite]
+eventrunner run CONFIG.yaml [--set key.path=value ...] [--dry-run] [--overwrite] [--resume auto]
 eventrunner run --example digits
 eventrunner plugins [NAME ...]
 eventrunner plot LOGDIR ...
+eventrunner resume LOGDIR [--set key.path=value ...]
+eventrunner check-resume CONFIG.yaml [--kills N]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import eventrunner
 from eventrunner import registry
@@ -26,6 +29,7 @@ from eventrunner.config import (
     import_paths,
     load_config,
 )
+from eventrunner.config.saved import saved_config
 from eventrunner.logdir import LogdirInUseError
 
 _EPILOG = """\
@@ -34,6 +38,7 @@ examples:
   eventrunner run --example digits --set train.num_epochs=3 --set optimizer.lr=0.01
   eventrunner run my_config.yaml --dry-run
   eventrunner plugins early_stopping
+  eventrunner check-resume --example digits --kills 3
 """
 
 _RUN_DESCRIPTION = """\
@@ -99,6 +104,28 @@ def _parser() -> argparse.ArgumentParser:
         "train.overwrite=true); without it, or resume=, such a run is refused",
     )
 
+    run.add_argument(
+        "--resume",
+        metavar="PATH|auto",
+        help="continue from a checkpoint (same as --set train.resume=PATH); 'auto': from the "
+        "newest one in the logdir if there is one, else start a new run",
+    )
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue a run from its logdir alone (the config.yaml `run` saved there)",
+        description="Continue the run in LOGDIR: its saved config.yaml with resume=auto.",
+    )
+    resume.add_argument("logdir", metavar="LOGDIR")
+    resume.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a value of the saved config (train.num_epochs=20 trains further)",
+    )
+
     plugins = commands.add_parser(
         "plugins",
         help="list the registered subscribers and their parameters",
@@ -106,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("names", nargs="*", metavar="NAME", help="show only these")
 
+    commands.add_parser(
+        "check-resume",
+        help="kill a config's training at random batches, resume, compare bitwise "
+        "(eventrunner check-resume --help)",
+        add_help=False,
+    )
     commands.add_parser(
         "plot",
         help="draw a logdir's metric curves to a PNG (eventrunner plot --help)",
@@ -119,15 +152,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plot":
         return _plot(argv[1:])
+    if argv and argv[0] == "check-resume":
+        from eventrunner.check_resume import main as check_resume
+
+        return check_resume(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
             overrides = list(args.overrides)
             overrides += ["train.profile=true"] if args.profile else []
             overrides += ["train.overwrite=true"] if args.overwrite else []
+            overrides += [f"train.resume={args.resume}"] if args.resume else []
             # The config's own modules: its folder (not the shipped examples') and the cwd.
             with import_paths(args.config):
                 return _run(args.config, args.example, overrides, args.dry_run)
+        if args.command == "resume":
+            config, source = saved_config(args.logdir)
+            overrides = [*args.overrides, f"train.logdir={args.logdir}", "train.resume=auto"]
+            with import_paths(source or config):
+                return _run(str(config), None, overrides, False, source=source)
         return _plugins(args.names)
     except (ConfigError, FileNotFoundError, LogdirInUseError, HiddenPluginsError) as error:
         # A refused run (bad config, missing file, a logdir holding a run, a 'plugins' of the
@@ -143,7 +186,13 @@ def _error(message: str) -> None:
     print(f"eventrunner: error: {message}", file=sys.stderr)
 
 
-def _run(config: str | None, example: str | None, overrides: list[str], dry_run: bool) -> int:
+def _run(
+    config: str | None,
+    example: str | None,
+    overrides: list[str],
+    dry_run: bool,
+    source: Path | None = None,
+) -> int:
     try:
         path = example_path(example) if example else config
     except ValueError as error:
@@ -155,6 +204,7 @@ def _run(config: str | None, example: str | None, overrides: list[str], dry_run:
         config = load_config(path, overrides)
         _progress_bars_on_a_terminal(config)
         experiment = build(config)  # raises every config error, before the summary
+        experiment.source = source or Path(path)  # saved with the config in the logdir
         if dry_run:
             # A run is composed (and seeded) once: here for a dry run, else by train() alone.
             pipeline = experiment.describe()

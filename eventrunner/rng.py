@@ -52,8 +52,14 @@ def _own_attr(obj: Any, name: str) -> Any:
         return None
 
 
-def _walk(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str, Any]]:
-    """``(path, object)`` for every object a loader reaches through :data:`_CHILDREN`."""
+def _walk(
+    obj: Any, path: str, depth: int, seen: set[int], items: bool = False
+) -> Iterator[tuple[str, Any]]:
+    """``(path, object)`` for every object a loader reaches through :data:`_CHILDREN`.
+
+    The items of a list or tuple are walked only where it holds loaders (a wrapper's
+    ``loaders``): a loader that is a list holds batches, and walking them costs per batch.
+    """
     if obj is None or depth > _MAX_DEPTH or id(obj) in seen:
         return
     seen.add(id(obj))
@@ -61,11 +67,12 @@ def _walk(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str
     if isinstance(obj, (torch.Generator, str, bytes, int, float, Mapping, torch.Tensor)):
         return
     if isinstance(obj, (list, tuple)):
-        for i, item in enumerate(obj):
+        for i, item in enumerate(obj if items else ()):
             yield from _walk(item, f"{path}[{i}]", depth + 1, seen)
         return
     for name in _CHILDREN:
-        yield from _walk(_own_attr(obj, name), f"{path}.{name}", depth + 1, seen)
+        child = _own_attr(obj, name)
+        yield from _walk(child, f"{path}.{name}", depth + 1, seen, items=name == "loaders")
 
 
 def loader_generators(loaders: Mapping[str, Any]) -> dict[str, torch.Generator]:

@@ -23,6 +23,7 @@ from eventrunner.accumulation import AccumulationWindow
 from eventrunner.asyncio_bridge import interrupts_raise, run_sync
 from eventrunner.background import BackgroundWorker
 from eventrunner.catalyst.engines import Engine
+from eventrunner.checkpoint import position
 from eventrunner.data.loaders import loader_kind, loader_length
 from eventrunner.data.prefetch import Prefetcher, move_to_device
 from eventrunner.data.tensors import leading_dim
@@ -43,6 +44,7 @@ from eventrunner.events import (
 from eventrunner.inference import InferenceMixin
 from eventrunner.logdir import check_new_run
 from eventrunner.metrics import WeightedMeans
+from eventrunner.preemption import Preempted, stop_on_sigterm
 from eventrunner.rng import seed_everything
 from eventrunner.runner_hooks import RunnerHooks, subscribe_runner
 from eventrunner.settings import Selection, TrainSettings
@@ -182,6 +184,8 @@ class Runner(RunnerHooks, InferenceMixin):
     async def atrain(self, settings: TrainSettings | None = None, /, **kwargs: Any) -> None:
         """Train: :meth:`compose` the run from the arguments, then run it."""
         settings = _settings(settings, kwargs)
+        if settings.resume == "auto":
+            settings = settings.replace(**checkpoint.auto_resume(settings.logdir))
         with distributed.process_group_scope(
             settings.ddp, settings.device, self.device, settings.timeout
         ) as device:
@@ -191,7 +195,8 @@ class Runner(RunnerHooks, InferenceMixin):
                 # After seeding (RNG states are restored over the seed), before
                 # experiment_start (every subscriber starts from the resumed counters and states).
                 checkpoint.restore_run(self, settings.resume)
-            with interrupts_raise():  # Ctrl-C stops the loop where it is, not at its next await
+            # Ctrl-C stops the loop where it is, not at its next await; SIGTERM after a batch.
+            with interrupts_raise(), stop_on_sigterm(self):
                 await self._run_experiment()
 
     def compose(self, settings: TrainSettings | None = None, /, **kwargs: Any) -> EventBus:
@@ -301,7 +306,7 @@ class Runner(RunnerHooks, InferenceMixin):
         save on a full disk) makes it a failed run: ``exception`` is published, the handlers
         after it still get their ``experiment_end``, and its error propagates."""
         calls, _ = self._calls(EXPERIMENT_END)
-        for position, call in enumerate(calls):
+        for index, call in enumerate(calls):
             try:
                 result = call(self)
                 if inspect.isawaitable(result):
@@ -309,7 +314,7 @@ class Runner(RunnerHooks, InferenceMixin):
             except BaseException as error:
                 self.exception = error
                 await self._publish_after_failure(EXCEPTION, error)
-                await self._publish_after_failure(EXPERIMENT_END, error, calls[position + 1 :])
+                await self._publish_after_failure(EXPERIMENT_END, error, calls[index + 1 :])
                 raise
 
     async def _run_experiment(self) -> None:
@@ -358,8 +363,9 @@ class Runner(RunnerHooks, InferenceMixin):
     async def _run_epoch(self) -> None:
         self.epoch_step += 1
         self.epoch_metrics = {}
+        first = position.start_epoch(self)  # resumed inside this epoch: its next loader
         async with self._events(EPOCH_START, EPOCH_END):
-            for loader_key, loader in self.loaders.items():
+            for loader_key, loader in list(self.loaders.items())[first:]:
                 await self._run_loader(loader_key, loader)
         if self._worker is not None:
             self._worker.wait(up_to_epoch=self.epoch_step - 1)
@@ -385,6 +391,7 @@ class Runner(RunnerHooks, InferenceMixin):
 
     async def _run_loader(self, loader_key: str, loader: Any) -> None:
         self._set_loader(loader_key, loader)
+        position.start_pass(self)
         self.model.train(self.is_train_loader)
         with torch.set_grad_enabled(self.is_train_loader):
             async with self._events(LOADER_START, LOADER_END):
@@ -408,8 +415,10 @@ class Runner(RunnerHooks, InferenceMixin):
         # backward or step (eventrunner.step_probe); the others run it as they are.
         probe = self.is_train_loader and not self.handle_batch_backward
         # Subscribers may replace runner.loader at loader_start (batch limits, samplers).
+        loader = position.pass_loader(self)  # resumed inside this pass: after its batches
+        depth = position.prefetch_depth(self, self.loader, self._prefetch)
         with self._prefetcher.batches(
-            self.loader, self.to_dict_batch, self._prefetch, self.device, self.loader_key
+            loader, self.to_dict_batch, depth, self.device, self.loader_key
         ) as batches:
             for batch in batches:
                 self.batch = batch
@@ -439,6 +448,8 @@ class Runner(RunnerHooks, InferenceMixin):
                 else:
                     for call in ends:
                         call(self)
+                if self.stop_requested:  # SIGTERM: stop after this batch (preemption)
+                    raise Preempted(self.stop_requested)
 
 
 # train(), atrain() and compose() take TrainSettings' fields: show them in help() and IDEs.

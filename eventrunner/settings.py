@@ -111,7 +111,17 @@ class TrainSettings:
         None, "Where to train; None: CUDA when available, else the CPU.", group="run"
     )
     resume: str | Path | None = _arg(
-        None, "A checkpoint to continue from (counters, states, RNG).", group="logdir"
+        None,
+        "A checkpoint to continue from (counters, states, RNG); 'auto': logdir's newest, if any.",
+        group="logdir",
+    )
+    checkpoint_every_n_batches: int | None = _arg(
+        None,
+        "Also write last.pth every N batches of each train pass (resume goes on from there).",
+        group="logdir",
+    )
+    checkpoint_every_seconds: float | None = _arg(
+        None, "Also write last.pth inside train passes every S seconds.", group="logdir"
     )
     overwrite: bool = _arg(
         False, "Let a new run replace the files of a previous run in logdir.", group="logdir"
@@ -181,6 +191,10 @@ class TrainSettings:
         positive_int(self.num_epochs, "num_epochs")
         check_prefetch(self.prefetch)
         positive_int(self.accumulation_steps, "accumulation_steps")
+        positive_int(self.checkpoint_every_n_batches, "checkpoint_every_n_batches", optional=True)
+        positive_number(self.checkpoint_every_seconds, "checkpoint_every_seconds", optional=True)
+        if self.resume is not None and not isinstance(self.resume, str | Path):
+            raise TypeError(f"resume must be a path or 'auto', got {self.resume!r}")
         for name in ("overfit", "load_best_on_end", "verbose", "console", "overwrite", "profile"):
             _check_bool(name, getattr(self, name))
         for name in ("ddp", "minimize_metric", "minimize_valid_metric"):

@@ -43,5 +43,12 @@ epoch_end = _namespace.signal("epoch_end", doc="After an epoch: selection, early
 experiment_end = _namespace.signal("experiment_end", doc="After the run, also a failed one.")
 exception = _namespace.signal("exception", doc="A run failed; runner.exception holds why.")
 
+checkpoint_saved = _namespace.signal(
+    "checkpoint_saved",
+    doc="A checkpoint file is durable (after fsync and rename); keywords: path (last.pth), "
+    "files (every name it got), epoch (epochs done), position (inside-epoch place or None). "
+    "Sent from the writer thread when saving in the background.",
+)
+
 #: Event name -> its signal.
 SIGNALS: dict[str, blinker.NamedSignal] = {event: _namespace.signal(event) for event in EVENTS}

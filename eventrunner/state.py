@@ -74,7 +74,13 @@ class RunState(Protocol):
         to end the run after this epoch), ``exception`` (during ``exception`` and after);
         ``handle_batch_backward`` and ``handle_batch_step``, set once ``handle_batch`` is seen
         to do its own backward pass / optimizer step (the default backward and optimizer
-        subscribers then stand aside, see :mod:`eventrunner.step_probe`).
+        subscribers then stand aside, see :mod:`eventrunner.step_probe`); ``stop_requested``
+        (why the run stops after this batch, e.g. ``"SIGTERM"``; see
+        :mod:`eventrunner.preemption`).
+    Position (for checkpoints inside an epoch, :mod:`eventrunner.checkpoint.position`):
+        ``records_position`` (set by a subscriber that may save inside a pass: the loop then
+        records ``position_rng``, the RNG states at each pass's start) and ``resume_point``
+        (what a resumed run still has to put back; None once it has).
     """
 
     model: nn.Module
@@ -126,6 +132,10 @@ class RunState(Protocol):
     exception: BaseException | None
     handle_batch_backward: bool
     handle_batch_step: bool
+    stop_requested: str | None
+    records_position: bool
+    position_rng: dict[str, Any] | None
+    resume_point: Any
 
     def snapshot(self, with_batch: bool = False) -> RunState:
         """A copy whose counters and metrics no longer change with the loop."""
@@ -151,3 +161,7 @@ def reset_run_state(runner: Any) -> None:
     runner.need_early_stop = False
     runner.exception = None
     runner.handle_batch_backward = runner.handle_batch_step = False
+    runner.stop_requested = None
+    runner.records_position = False
+    runner.position_rng = None
+    runner.resume_point = None

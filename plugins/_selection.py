@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from eventrunner.checks import is_int, is_number
+
 
 @dataclass
 class Watched:
@@ -52,3 +54,19 @@ class Watched:
         if best is None:
             return True
         return best - value > min_delta if self.minimize else value - best > min_delta
+
+
+def checked_history(history: Any) -> list[dict[str, Any]]:
+    """A selection history read from a checkpoint (data): ``[{"epoch": int, "metric": float}]``."""
+    if not isinstance(history, list):
+        raise ValueError(f"history: expected a list, got {type(history).__name__}")
+    checked = []
+    for index, item in enumerate(history):
+        epoch = item.get("epoch") if isinstance(item, dict) else None
+        metric = item.get("metric") if isinstance(item, dict) else None
+        if not is_int(epoch) or epoch < 1 or not is_number(metric):
+            raise ValueError(
+                f"history[{index}]: expected {{'epoch': int >= 1, 'metric': number}}, got {item!r}"
+            )
+        checked.append({"epoch": epoch, "metric": float(metric)})
+    return checked

@@ -21,10 +21,13 @@ import torch
 
 from eventrunner import checkpoint as ckpt
 from eventrunner import components, distributed
-from eventrunner.checks import is_int, is_number
+from eventrunner.checks import is_int
 from eventrunner.distributed import unwrap_model
 from eventrunner.events import Callback, Order
-from plugins._selection import Watched
+from eventrunner.preemption import Preempted
+from eventrunner.signals import checkpoint_saved
+from plugins._inside_epoch import SaveInsideEpoch
+from plugins._selection import Watched, checked_history
 
 if TYPE_CHECKING:
     from eventrunner.state import RunState
@@ -58,6 +61,12 @@ class CheckpointCallback(Callback):
     ``resume_model`` loads a checkpoint's weights and ``resume_runner`` its weights, optimizer
     and scheduler states at experiment start (``train(resume=)`` continues a whole run).
 
+    ``every_n_batches``/``every_seconds`` (default: ``train(checkpoint_every_n_batches=,
+    checkpoint_every_seconds=)``) also write ``last.pth`` inside train passes, and on SIGTERM
+    it is written at the batch the run stops after: ``train(resume=)`` goes on from the next
+    batch (:mod:`eventrunner.checkpoint.position`). After each file is durable (fsync,
+    rename) it sends ``eventrunner.signals.checkpoint_saved``.
+
     ``background_save`` copies the state at epoch end and writes it on a thread while the next
     epoch trains; by default (None) it does so when the model is on an accelerator, where the
     CPU is free to write. On the CPU, training and the writer share the same cores: measured
@@ -86,8 +95,11 @@ class CheckpointCallback(Callback):
         resume_runner: str | Path | None = None,
         load_best_on_end: bool | None = None,
         background_save: bool | None = None,
+        every_n_batches: int | None = None,
+        every_seconds: float | None = None,
     ) -> None:
         super().__init__(order=Order.CHECKPOINT)
+        self._inside = SaveInsideEpoch(self, every_n_batches, every_seconds)
         if not is_int(topk) or topk < 0:
             raise ValueError(f"CheckpointCallback: topk must be an int >= 0, got {topk!r}")
         if mode not in ("model", "runner"):
@@ -186,6 +198,9 @@ class CheckpointCallback(Callback):
                 self.folder.prepare()
         elif resumed and self._keeps_weights_in_memory(runner):
             self._best_from_resumed_folder(runner)
+        self._inside.start(runner, self.folder is not None)
+        if self.folder is not None or self._inside.on:
+            runner.records_position = True  # a save inside a pass needs its start's RNG
 
     def _logdir(self, runner: RunState) -> Path | None:
         logdir = self.logdir if self.logdir is not None else runner.logdir
@@ -284,7 +299,7 @@ class CheckpointCallback(Callback):
     def parts(self) -> tuple[Callback, ...]:
         # Records the epoch with model selection (60), saves after everything else (90): every
         # CheckpointCallback of a run has recorded epoch e before the first of them saves it.
-        return (_RecordEpoch(self), self)
+        return (_RecordEpoch(self), self, self._inside)
 
     def on_epoch_end(self, runner: RunState) -> None:
         # The weights as saved: after every epoch_end subscriber before this one.
@@ -320,6 +335,9 @@ class CheckpointCallback(Callback):
     def on_exception(self, runner: RunState) -> None:
         # A background write in flight finishes (or reports its failure) before the run ends.
         self._writer.wait()
+        if isinstance(runner.exception, Preempted) and runner.loader_key is not None:
+            self._inside.save(runner)  # the batch the run stopped after
+            self._writer.wait()
 
     def on_experiment_end(self, runner: RunState) -> None:
         self._writer.wait()
@@ -343,12 +361,29 @@ class CheckpointCallback(Callback):
             epoch_metrics=runner.epoch_metrics,
             history=self.history if self._tracks(runner) else None,
         )
+        self._write(runner, state, plan, None)
+
+    def _write(
+        self, runner: RunState, state: Any, plan: ckpt.SavePlan, where: dict[str, Any] | None
+    ) -> None:
+        folder = self.folder
+        assert folder is not None
         if self._writer.background:
             # Copied now (synchronously): training goes on changing the live tensors.
             state = ckpt.copy_to_cpu(state)
-        self._writer.submit(
-            f"epoch {plan.epoch} to {folder.path}", lambda: folder.write(state, plan)
-        )
+
+        def write() -> None:
+            folder.write(state, plan)
+            checkpoint_saved.send(
+                runner,
+                path=folder.path / ckpt.LAST,
+                files=[folder.path / name for name in plan.targets],
+                epoch=plan.epoch,
+                position=where,
+            )
+
+        what = f"epoch {plan.epoch}" if where is None else f"epoch {where['epoch']} (inside)"
+        self._writer.submit(f"{what} to {folder.path}", write)
 
     def _selection(self) -> dict[str, Any] | None:
         if not self._active:
@@ -412,7 +447,7 @@ class CheckpointCallback(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = _checked_history(state.get("history", []))
+        self.history = checked_history(state.get("history", []))
         self._active = bool(state.get("active", True))
         self._resumed_kept = [ckpt.Entry.from_dict(item) for item in state.get("topk", [])]
         best = state.get("best_file")
@@ -432,19 +467,3 @@ class _RecordEpoch(Callback):
 
     def on_epoch_end(self, runner: RunState) -> None:
         self.owner.record(runner)
-
-
-def _checked_history(history: Any) -> list[dict[str, Any]]:
-    """A selection history read from a checkpoint (data): ``[{"epoch": int, "metric": float}]``."""
-    if not isinstance(history, list):
-        raise ValueError(f"history: expected a list, got {type(history).__name__}")
-    checked = []
-    for index, item in enumerate(history):
-        epoch = item.get("epoch") if isinstance(item, dict) else None
-        metric = item.get("metric") if isinstance(item, dict) else None
-        if not is_int(epoch) or epoch < 1 or not is_number(metric):
-            raise ValueError(
-                f"history[{index}]: expected {{'epoch': int >= 1, 'metric': number}}, got {item!r}"
-            )
-        checked.append({"epoch": epoch, "metric": float(metric)})
-    return checked

@@ -316,3 +316,35 @@ def test_a_run_is_composed_and_seeded_once(tmp_path, monkeypatch, capsys, dry_ru
     out = capsys.readouterr().out
     assert ("done: 1 epochs" in out) is not dry_run
     assert ("dry run: composed, not trained" in out) is dry_run
+
+
+def test_resume_continues_a_run_from_its_logdir_alone(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    args = ["--set", f"train.logdir={logdir}", "--set", "train.num_epochs=1"]
+    assert cli.main(["run", "--example", "digits", *args]) == 0
+    saved = (logdir / "config.yaml").read_text()
+    assert saved.startswith("# eventrunner: resolved from ")
+    assert "num_epochs: 1" in saved and "resume:" not in saved
+    capsys.readouterr()
+    assert cli.main(["resume", str(logdir), "--set", "train.num_epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "2/2 * Epoch (train)" in out and "1/2 * Epoch" not in out  # epoch 2 only
+    assert "done: 2 epochs" in out
+    rows = (logdir / "metrics.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1", "1", "2", "2"]
+
+
+def test_resume_auto_on_a_new_logdir_starts_a_run_and_a_finished_one_trains_nothing(
+    tmp_path, capsys, caplog
+):
+    args = ["--set", f"train.logdir={tmp_path / 'run'}", "--set", "train.num_epochs=1"]
+    assert cli.main(["run", "--example", "digits", *args, "--resume", "auto"]) == 0
+    assert "1/1 * Epoch (train)" in capsys.readouterr().out
+    assert cli.main(["run", "--example", "digits", *args, "--resume", "auto"]) == 0
+    assert "Epoch (train)" not in capsys.readouterr().out
+    assert "no epoch left to train" in caplog.text
+
+
+def test_resume_without_a_saved_config_says_what_to_do(tmp_path, capsys):
+    assert cli.main(["resume", str(tmp_path)]) == 2
+    assert "no resolved config here" in capsys.readouterr().err

@@ -9,17 +9,15 @@ interpreter costs seconds per kill); the zygote itself never computes, so forkin
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from _zygote import Zygote, start, wait_exit, wait_for
 
 from eventrunner import checkpoint as ckpt
 
@@ -80,97 +78,6 @@ CHILD = textwrap.dedent(
 )
 
 
-# Imports torch and eventrunner once, then forks one training child per line it reads (the
-# path of a script) and answers its pid. Children are reaped automatically (SIGCHLD ignored);
-# a child writes its exit status to "<script>.exit".
-ZYGOTE = textwrap.dedent(
-    """
-    import os, runpy, signal, sys, traceback
-
-    import torch, eventrunner, plugins  # noqa: F401, E401
-
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    for line in sys.stdin:
-        script = line.strip()
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stdout carries pids to the test
-            code = 1
-            try:
-                runpy.run_path(script, run_name="__main__")
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                with open(script + ".exit", "w") as status:
-                    status.write(str(code))
-                sys.stderr.flush()
-                os._exit(code)
-        print(pid, flush=True)
-    """
-)
-
-
-class Zygote:
-    def __init__(self, folder: Path) -> None:
-        path = folder / "zygote.py"
-        path.write_text(ZYGOTE)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        self.process = subprocess.Popen(
-            [sys.executable, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-
-    def fork(self, script: Path) -> int:
-        Path(f"{script}.exit").unlink(missing_ok=True)
-        self.process.stdin.write(f"{script}\n")
-        self.process.stdin.flush()
-        return int(self.process.stdout.readline())
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _start(zygote: Zygote, script: Path, logdir: Path, num_epochs: int) -> int:
-    (logdir / "started").unlink(missing_ok=True)
-    params = {"logdir": str(logdir), "num_epochs": num_epochs}
-    (script.parent / "params.json").write_text(json.dumps(params))
-    return zygote.fork(script)
-
-
-def _wait_for(condition, pid: int, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if not _alive(pid):
-            raise AssertionError(f"child exited before {what}")
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.001)
-
-
-def _wait_exit(pid: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            raise AssertionError("timed out waiting for the child to exit")
-        time.sleep(0.005)
-
-
 def _saving(folder: Path) -> bool:
     try:
         return any(name.startswith(".eventrunner-") for name in os.listdir(folder))
@@ -219,23 +126,23 @@ def test_sigkill_at_random_moments_and_during_saves_loses_nothing(tmp_path):
         epochs_seen = []
         killed_mid_save = 0
         for kind in ["save", "random", "save", "random", "save"]:
-            pid = _start(zygote, script, logdir, 10_000)
-            _wait_for(lambda: (logdir / "started").exists(), pid, "the start of training")
+            pid = start(zygote, script, logdir, 10_000)
+            wait_for(lambda: (logdir / "started").exists(), pid, "the start of training")
             if not (folder / "index.json").exists():
-                _wait_for(lambda: (folder / "index.json").exists(), pid, "the first save")
+                wait_for(lambda: (folder / "index.json").exists(), pid, "the first save")
             if kind == "save":
                 # Let one save of this round finish (so the run moves on), kill during the next.
                 # Watched in the index, not by temp files: a killed save's temp file stays until
                 # the next run starts, and would pass for a save of this round.
                 saved = _indexed_epoch(folder)
-                _wait_for(
+                wait_for(
                     lambda saved=saved: _indexed_epoch(folder) > saved, pid, "a save of this round"
                 )
-                _wait_for(lambda: _saving(folder), pid, "the next save")
+                wait_for(lambda: _saving(folder), pid, "the next save")
             else:
                 time.sleep(rng.uniform(0.0, 0.6))
             os.kill(pid, signal.SIGKILL)
-            _wait_exit(pid)
+            wait_exit(pid)
             assert not Path(f"{script}.exit").exists()  # killed, not finished
             killed_mid_save += kind == "save" and _saving(folder)  # its temp file is left
             epochs_seen.append(_check_folder(folder))
@@ -244,8 +151,8 @@ def test_sigkill_at_random_moments_and_during_saves_loses_nothing(tmp_path):
 
         # A last run resumes and finishes: no temp file left, the index matches exactly.
         final = epochs_seen[-1] + 2
-        pid = _start(zygote, script, logdir, final)
-        _wait_exit(pid)
+        pid = start(zygote, script, logdir, final)
+        wait_exit(pid)
         assert Path(f"{script}.exit").read_text() == "0"
     finally:
         zygote.close()

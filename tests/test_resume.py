@@ -249,8 +249,8 @@ def _with_workers(persistent: bool) -> dict[str, Any]:
 
 @pytest.mark.parametrize("persistent", [True, False])
 def test_resume_warns_that_persistent_workers_are_not_restored(tmp_path, caplog, persistent):
-    # persistent_workers=True draws the workers' base seed once per iterator, from the
-    # generator: a resumed run draws it again, so neither the order nor the workers' RNG match.
+    # persistent_workers=True keeps its workers (and their random streams) for the whole
+    # run: a resumed run's fresh workers give the same batches but other random numbers.
     _run("loader_generator", tmp_path, 1)
     runner = NoisyRunner()
     model = nn.Sequential(nn.Linear(6, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 2))
@@ -269,4 +269,5 @@ def test_resume_warns_that_persistent_workers_are_not_restored(tmp_path, caplog,
         return
     assert len(warned) == 1
     assert "loader 'train'" in warned[0] and "not exact" in warned[0]
+    assert "batches are the same" in warned[0]
     assert "persistent_workers=False" in warned[0]  # what to do for an exact resume

@@ -9,7 +9,9 @@ A checkpoint is a plain dict written with ``torch.save`` and read with
 - :mod:`~eventrunner.checkpoint.refused`: what ``weights_only`` loading refused in a file.
 - :mod:`~eventrunner.checkpoint.folder`: ``logdir/checkpoints`` (last, best, top-k, index).
 - :mod:`~eventrunner.checkpoint.writer`: the background writer.
-- :mod:`~eventrunner.checkpoint.resume`: :func:`restore_run`.
+- :mod:`~eventrunner.checkpoint.position`: where a run stands inside an epoch (mid-epoch
+  checkpoints) and putting it back there.
+- :mod:`~eventrunner.checkpoint.resume`: :func:`restore_run`, ``resume="auto"``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from eventrunner.checkpoint.folder import (
     epoch_file,
     read_index,
 )
-from eventrunner.checkpoint.resume import check_fits, restore_run
+from eventrunner.checkpoint.position import capture_position
+from eventrunner.checkpoint.resume import auto_resume, check_fits, find_resume, restore_run
 from eventrunner.checkpoint.state import (
     FORMAT,
     VERSION,
@@ -62,7 +65,9 @@ __all__ = [
     "Entry",
     "SavePlan",
     "atomic_file",
+    "auto_resume",
     "callback_keys",
+    "capture_position",
     "capture_state",
     "check_file_name",
     "check_fits",
@@ -70,6 +75,7 @@ __all__ = [
     "check_structure",
     "copy_to_cpu",
     "epoch_file",
+    "find_resume",
     "link_into",
     "load_checkpoint",
     "load_model_state",

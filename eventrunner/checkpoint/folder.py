@@ -221,6 +221,21 @@ class CheckpointFolder:
         self._stale = set()
         return SavePlan(epoch, targets, self._index(best_epoch, best_metric, selection), delete)
 
+    def plan_inside_epoch(
+        self,
+        epoch: int,
+        where: Mapping[str, Any],
+        best_epoch: int | None,
+        best_metric: float | None,
+        selection: Mapping[str, Any] | None,
+    ) -> SavePlan:
+        """A save inside the epoch after ``epoch``: ``last.pth`` only, its ``where`` (epoch,
+        loader, batches) in the index; the top-k files and ``best.pth`` stay as they are."""
+        self.last = Entry(LAST, epoch, None)
+        index = self._index(best_epoch, best_metric, selection)
+        index["last_position"] = dict(where)
+        return SavePlan(epoch, [LAST], index)
+
     def _index(
         self, best_epoch: int | None, best_metric: float | None, selection: Mapping[str, Any] | None
     ) -> dict[str, Any]:
@@ -238,6 +253,7 @@ class CheckpointFolder:
             "version": VERSION,
             "selection": dict(selection) if selection is not None else None,
             "last_epoch": self.last.epoch if self.last is not None else None,
+            "last_position": None,  # where inside the next epoch last.pth was written, if so
             "best_epoch": best_epoch,
             "best_metric": _json_number(best_metric),
             "topk": [kept.file for kept in self.kept],

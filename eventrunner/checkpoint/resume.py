@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from eventrunner import components
 from eventrunner.checkpoint.files import CheckpointError
+from eventrunner.checkpoint.folder import LAST
+from eventrunner.checkpoint.position import ResumePoint, check_position
 from eventrunner.checkpoint.state import (
     callback_keys,
     check_model_state,
     check_structure,
     class_name,
     load_checkpoint,
+    peek_epoch,
 )
 from eventrunner.distributed import unwrap_model
 from eventrunner.rng import check_rng_state, persistent_worker_loaders, set_rng_state
@@ -125,7 +128,8 @@ def _load_part(target: Any, state: Any, what: str, path: Path) -> None:
         ) from error
 
 
-def _load_callbacks(runner: RunState, states: Mapping[str, Any], path: Path) -> None:
+def load_callback_states(runner: RunState, states: Mapping[str, Any], path: Path) -> None:
+    """Each subscriber's ``load_state_dict`` from a checkpoint's states (by kind or class)."""
     for key, callback in callback_keys(runner.callbacks):
         if key not in states:
             continue
@@ -150,9 +154,17 @@ def _restore_counters(runner: RunState, checkpoint: Mapping[str, Any]) -> None:
     runner.epoch_metrics = {k: dict(v) for k, v in checkpoint.get("epoch_metrics", {}).items()}
 
 
-def _log_resumed(runner: RunState, path: Path) -> None:
+def _log_resumed(runner: RunState, path: Path, position: Mapping[str, Any] | None) -> None:
     epoch = runner.epoch_step
-    if runner.need_early_stop:
+    if position is not None:
+        log.info(
+            "eventrunner: resumed from %s in epoch %d, loader %r after batch %d",
+            path,
+            position["epoch"],
+            position["loader"],
+            position["batches"],
+        )
+    elif runner.need_early_stop:
         log.warning(
             "eventrunner: %s: early stopping ended that run after epoch %d: no epoch left to "
             "train (num_epochs=%d); start a new run from its weights to train on",
@@ -169,20 +181,39 @@ def _log_resumed(runner: RunState, path: Path) -> None:
         )
     else:
         log.info("eventrunner: resumed from %s after epoch %d", path, epoch)
-        for key, where in persistent_worker_loaders(runner.loaders):
-            log.warning(
-                "eventrunner: resume from %s is not exact for loader %r: %s has "
-                "persistent_workers=True, whose workers draw their seed once per run (the "
-                "resumed run gets another shuffle order and other random numbers in the "
-                "workers); use persistent_workers=False for an exact resume",
-                path,
-                key,
-                where,
+    _warn_worker_randomness(runner, path, position)
+
+
+def _warn_worker_randomness(
+    runner: RunState, path: Path, position: Mapping[str, Any] | None
+) -> None:
+    # DataLoader workers seed themselves when they start: fresh workers cannot continue the
+    # random streams of workers that had already loaded part of a pass (or of the run).
+    inside = position["loader"] if position is not None and position["batches"] else None
+    persistent = dict(persistent_worker_loaders(runner.loaders))
+    for key, loader in runner.loaders.items():
+        if key in persistent:
+            why = (
+                f"{persistent[key]} has persistent_workers=True; with persistent_workers=False "
+                "they restart every epoch, and a resume from an epoch checkpoint is exact"
             )
+        elif key == inside and getattr(getattr(loader, "loader", loader), "num_workers", 0):
+            why = f"it resumes inside a pass, after batch {position['batches']}"
+        else:
+            continue
+        log.warning(
+            "eventrunner: %s: resume is not exact for loader %r: its batches are the same as "
+            "the interrupted run's, but its DataLoader workers start afresh (%s), so random "
+            "numbers drawn inside them (augmentation in the dataset) differ",
+            path,
+            key,
+            why,
+        )
 
 
 def restore_run(runner: RunState, path: str | Path) -> dict[str, Any]:
-    """Put a run back where ``path`` left it, so that the loop continues from the next epoch.
+    """Put a run back where ``path`` left it, so that the loop continues from the next epoch
+    (or, from a checkpoint written inside a loader pass, the next batch of that pass).
 
     Restores the model, optimizer, scheduler, grad scaler, counters (the stop request of early
     stopping included), best metric and epoch, every subscriber's ``load_state_dict`` (matched
@@ -193,9 +224,12 @@ def restore_run(runner: RunState, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     checkpoint = load_checkpoint(path)
     check_fits(runner, checkpoint, path)
+    position = checkpoint.get("position")
+    if position is not None:
+        check_position(position, runner, path, checkpoint["counters"]["epoch_step"])
     # Subscriber states first: they are the other part a crafted file can make fail (a top-k
     # file name that is not ours), and they live in memory only.
-    _load_callbacks(runner, checkpoint.get("callbacks") or {}, path)
+    load_callback_states(runner, checkpoint.get("callbacks") or {}, path)
     for name, target in (("optimizer", runner.optimizer), ("scheduler", _scheduler(runner))):
         for part, state, what in _parts(target, checkpoint.get(name), name, path):
             _load_part(part, state, what, path)
@@ -204,5 +238,42 @@ def restore_run(runner: RunState, path: str | Path) -> dict[str, Any]:
     unwrap_model(runner.model).load_state_dict(checkpoint["model"])
     _restore_counters(runner, checkpoint)
     set_rng_state(checkpoint["rng"], runner.loaders, source=str(path))
-    _log_resumed(runner, path)
+    # The loop puts back the rest once subscribers have started (loader states, position).
+    runner.resume_point = ResumePoint(
+        path,
+        checkpoint["rng"],
+        checkpoint.get("callbacks") or {},
+        checkpoint.get("loaders") or {},
+        position,
+    )
+    _log_resumed(runner, path, position)
     return checkpoint
+
+
+def find_resume(logdir: str | Path | None) -> Path | None:
+    """``resume="auto"``: the newest durable checkpoint in ``logdir/checkpoints`` (``last.pth``,
+    else the latest ``epoch_N.pth`` that reads back), or None when there is none."""
+    if logdir is None:
+        raise ValueError("resume='auto' needs a logdir: it resumes from logdir/checkpoints")
+    folder = Path(logdir) / "checkpoints"
+    last = folder / LAST
+    if peek_epoch(last) is not None:
+        return last
+    epochs = sorted(
+        ((peek_epoch(path), path) for path in folder.glob("epoch_*.pth")),
+        key=lambda item: -1 if item[0] is None else item[0],
+    )
+    if epochs and epochs[-1][0] is not None:
+        return epochs[-1][1]
+    return None
+
+
+def auto_resume(logdir: str | Path | None) -> dict[str, Any]:
+    """The settings ``resume="auto"`` stands for: ``resume=`` the newest durable checkpoint,
+    or, when ``logdir`` has none, a new run (``overwrite=True``: no checkpoint to lose)."""
+    found = find_resume(logdir)
+    if found is None:
+        log.info("eventrunner: resume='auto': no checkpoint in %s, starting a new run", logdir)
+        return {"resume": None, "overwrite": True}
+    log.info("eventrunner: resume='auto': resuming from %s", found)
+    return {"resume": found}

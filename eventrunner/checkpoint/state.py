@@ -20,6 +20,7 @@ from torch import nn
 
 from eventrunner import components
 from eventrunner.checkpoint.files import CheckpointError, torch_load
+from eventrunner.checkpoint.position import loader_states
 from eventrunner.checks import is_int, is_number
 from eventrunner.data.tensors import map_tensors
 from eventrunner.distributed import unwrap_model
@@ -73,12 +74,14 @@ def capture_state(
     epoch_metrics: Mapping[str, Mapping[str, Any]] | None = None,
     history: list[dict[str, Any]] | None = None,
     selection: Mapping[str, Any] | None = None,
+    position: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to continue ``runner`` after ``epoch``; tensors are live references.
 
     ``selection`` (loader, metric, minimize) is what chose the best epoch, if not
-    ``runner.selection``. Copy the result with :func:`copy_to_cpu` before training goes on
-    if it is written later.
+    ``runner.selection``; ``position`` is where inside epoch ``epoch + 1`` the run stands
+    (:func:`~eventrunner.checkpoint.position.capture_position`) for a mid-epoch checkpoint.
+    Copy the result with :func:`copy_to_cpu` before training goes on if it is written later.
     """
     if selection is None:
         chosen = runner.selection
@@ -114,6 +117,8 @@ def capture_state(
             "epoch_metrics": _scalar_metrics(epoch_metrics or {}),
             "callbacks": {key: cb.state_dict() for key, cb in callback_keys(runner.callbacks)},
             "rng": rng_state(runner.loaders),
+            "loaders": loader_states(runner.loaders),
+            "position": dict(position) if position is not None else None,
             # Checked on resume: another class's state loads silently and fails at its first step.
             "classes": {
                 "optimizer": class_name(runner.optimizer),
@@ -247,6 +252,8 @@ _STRUCTURE: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ),
     ("callbacks", False, _is_mapping, "a dict of subscriber states"),
     ("rng", True, _is_mapping, "a dict"),
+    ("loaders", False, _is_mapping, "a dict of loader states"),
+    ("position", False, _is_mapping_or_none, "a dict or None"),
     (
         "classes",
         False,

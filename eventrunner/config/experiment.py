@@ -14,6 +14,7 @@ from typing import Any
 from eventrunner.config import sections
 from eventrunner.config.errors import ConfigError
 from eventrunner.config.load import check_sections, import_paths, load_config
+from eventrunner.config.saved import SaveResolvedConfig
 from eventrunner.config.summary import summary
 from eventrunner.config.train import DEFAULT_SEED, check_train, train_settings
 from eventrunner.events import EventBus
@@ -33,6 +34,8 @@ class Experiment:
     runner: Runner
     settings: TrainSettings
     config: dict[str, Any] = field(default_factory=dict)
+    #: The YAML file the config came from: saved with it in the logdir (``eventrunner resume``).
+    source: Path | None = None
 
     @property
     def train_kwargs(self) -> dict[str, Any]:
@@ -62,8 +65,18 @@ class Experiment:
         return summary(self.runner, self.settings)
 
     def run(self) -> Runner:
-        """Train; returns the runner. Every config error was raised by :func:`build`."""
-        self.runner.train(self.settings)
+        """Train; returns the runner. Every config error was raised by :func:`build`.
+
+        With a logdir the resolved config is saved there (``config.yaml``) when the run
+        starts, so that ``eventrunner resume LOGDIR`` can continue it.
+        """
+        settings = self.settings
+        if settings.logdir is not None and self.config:
+            given = settings.callbacks or []
+            mine = list(given.values()) if isinstance(given, Mapping) else list(given)
+            saver = SaveResolvedConfig(self.config, self.source)
+            settings = settings.replace(callbacks=[*mine, saver])
+        self.runner.train(settings)
         return self.runner
 
 

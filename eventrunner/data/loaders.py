@@ -146,6 +146,23 @@ class BatchLimitLoaderWrapper:
             self._kept = kept
         return iter(self._kept)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The kept batches (None before the first pass): a resumed run replays the same."""
+        return {"kept": self._kept}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        kept = state.get("kept") if isinstance(state, Mapping) else None
+        if kept is not None and not isinstance(kept, list):
+            raise ValueError(
+                f"BatchLimitLoaderWrapper: kept batches must be a list, got {type(kept).__name__}"
+            )
+        if kept is not None and self._limit is not None and len(kept) > self._limit:
+            raise ValueError(
+                f"BatchLimitLoaderWrapper: {len(kept)} kept batches, more than its limit "
+                f"{self._limit}"
+            )
+        self._kept = kept if self._limit is not None else None
+
     def __getattr__(self, name: str) -> Any:
         # Reached only for names the wrapper lacks: expose the wrapped loader's (dataset,
         # batch_size, sampler, ...). Guard "loader" itself against recursion during unpickling.

@@ -13,6 +13,7 @@ from eventrunner.distributed.collectives import (
     all_reduce_gradients,
     all_reduce_means,
     broadcast_value,
+    gather_objects,
     metric_names_mismatch,
 )
 from eventrunner.distributed.group import (
@@ -50,6 +51,7 @@ __all__ = [
     "ddp_active",
     "distributed_loader",
     "find_sampler",
+    "gather_objects",
     "get_local_rank",
     "get_rank",
     "get_world_size",

@@ -37,6 +37,16 @@ def broadcast_value(value: int) -> int:
     return int(tensor.item())
 
 
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value``, by rank, on every rank (``[value]`` without a group). Tensors
+    travel as the CPU copies ``all_gather_object`` pickles; for rare, small values only."""
+    if _single():
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def metric_names_mismatch(loader: str | None, names_by_rank: Sequence[Sequence[str]]) -> str:
     """The error message for ranks that produced different metric names (index: rank)."""
     world = range(len(names_by_rank))

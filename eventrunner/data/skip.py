@@ -1,0 +1,189 @@
+"""A loader pass that starts after its first batches: where a resumed run goes on mid-epoch.
+
+``ResumedPass(loader, skip, started)`` is one pass over ``loader`` from batch ``skip + 1``.
+A ``DataLoader`` over a map-style dataset skips the first ``skip`` batches of indices before
+its workers get any: no sample of a skipped batch is loaded. Batches held in memory (a list,
+a tuple, a :class:`~eventrunner.data.loaders.BatchLimitLoaderWrapper`'s kept batches) are
+stepped over. Any other iterable is read and its first batches dropped, with a warning.
+``started`` runs once the pass's iterator exists (a resumed run restores its RNG states
+then: the sampler has drawn its order exactly as the interrupted pass did).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader, IterableDataset
+
+from eventrunner.data.loaders import BatchLimitLoaderWrapper, loader_length
+from eventrunner.rng import rng_state, set_rng_state
+
+log = logging.getLogger("eventrunner")
+
+
+def _drop(it: Iterator[Any], count: int) -> Iterator[Any]:
+    collections.deque(itertools.islice(it, count), maxlen=0)  # consumes at C speed
+    return it
+
+
+class _SkipFirst:
+    """A sampler (or batch sampler) without its first ``count`` items."""
+
+    def __init__(self, sampler: Any, count: int) -> None:
+        self.sampler = sampler
+        self.count = count
+
+    def __iter__(self) -> _Skipping:
+        return _Skipping(self.sampler, self.count)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.count)
+
+
+class _Skipping:
+    """The indices after the first ``count``, drawn when first asked for (or :meth:`ready`).
+
+    A sampler draws its order at its first item, which a DataLoader asks for after drawing
+    its workers' base seed: the skip keeps that order of draws.
+    """
+
+    __slots__ = ("_count", "_it", "_sampler")
+
+    def __init__(self, sampler: Any, count: int) -> None:
+        self._sampler = sampler
+        self._count = count
+        self._it: Iterator[Any] | None = None
+
+    def ready(self) -> Iterator[Any]:
+        if self._it is None:
+            self._it = _drop(iter(self._sampler), self._count)
+        return self._it
+
+    def __iter__(self) -> _Skipping:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._it if self._it is not None else self.ready())
+
+
+def _skips_indices(loader: Any) -> bool:
+    return isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
+
+
+def _dataloader_iter(loader: DataLoader, count: int) -> Iterator[Any]:
+    # DataLoader refuses new samplers after __init__, and its iterator takes the index
+    # sampler when it is made (a persistent-workers iterator, when it is reset): the skipping
+    # one stands in for that moment only.
+    name = "batch_sampler" if loader._auto_collation else "sampler"
+    own = vars(loader)[name]
+    persistent = getattr(loader, "_iterator", None)
+    object.__setattr__(loader, name, _SkipFirst(own, count))
+    if persistent is not None:
+        persistent._index_sampler = loader._index_sampler
+    try:
+        it = iter(loader)
+    finally:
+        object.__setattr__(loader, name, own)
+        persistent = getattr(loader, "_iterator", None)  # made now, the first time
+        if persistent is not None:  # its later passes start from the whole sampler
+            persistent._index_sampler = loader._index_sampler
+    indices = getattr(it, "_sampler_iter", None)
+    if isinstance(indices, _Skipping):
+        indices.ready()  # the order drawn now, before the resumed run's RNG states return
+    return it
+
+
+def is_stateful(loader: Any) -> bool:
+    """Whether ``loader`` saves and restores its own position (torchdata's
+    ``StatefulDataLoader``: ``state_dict()``/``load_state_dict()``)."""
+    if isinstance(loader, BatchLimitLoaderWrapper):
+        return False  # its state is the batches it keeps, not a position
+    return callable(getattr(loader, "state_dict", None)) and callable(
+        getattr(loader, "load_state_dict", None)
+    )
+
+
+def skip_kind(loader: Any) -> str:
+    """How :class:`ResumedPass` skips ``loader``'s first batches: ``"state"`` (the loader
+    restores its own position), ``"indices"`` (nothing is loaded), ``"memory"`` (held batches
+    are stepped over) or ``"read"`` (read and dropped)."""
+    if isinstance(loader, BatchLimitLoaderWrapper):
+        return "memory" if not loader.is_passthrough else skip_kind(loader.loader)
+    if isinstance(loader, list | tuple):
+        return "memory"
+    if is_stateful(loader):
+        return "state"
+    return "indices" if _skips_indices(loader) else "read"
+
+
+class ResumedPass:
+    """One pass over ``loader`` from batch ``skip + 1``; ``started()`` once it is positioned.
+
+    A stateful loader is put back by its own ``load_state_dict(state)`` instead.
+    """
+
+    def __init__(
+        self,
+        loader: Iterable[Any],
+        skip: int,
+        started: Callable[[], None],
+        state: Any = None,
+    ) -> None:
+        self.loader = loader
+        self.skip = skip
+        self.started = started
+        self.state = state
+
+    def __len__(self) -> int:
+        length = loader_length(self.loader)
+        if length is None:
+            raise TypeError(f"{type(self.loader).__name__} has no len()")
+        return max(0, length - self.skip)
+
+    def __iter__(self) -> Iterator[Any]:
+        loader, skip = self.loader, self.skip
+        inner = loader.loader if isinstance(loader, BatchLimitLoaderWrapper) else None
+        if self.state is not None and is_stateful(loader):
+            loader.load_state_dict(self.state)  # type: ignore[attr-defined]
+            it = iter(loader)
+        elif inner is not None and loader.is_passthrough and _skips_indices(inner):
+            it = _dataloader_iter(inner, skip)
+        elif _skips_indices(loader):
+            it = _dataloader_iter(loader, skip)  # type: ignore[arg-type]
+        else:
+            if skip_kind(loader) == "read":
+                log.warning(
+                    "eventrunner: resuming inside a pass over %s: its first %d batches are "
+                    "read again and dropped (a DataLoader over a map-style dataset skips "
+                    "their indices instead)",
+                    type(loader).__name__,
+                    skip,
+                )
+            it = _drop(iter(loader), skip)
+        self.started()
+        return it
+
+
+def start_persistent_workers(loader: Any) -> bool:
+    """Start a ``persistent_workers`` DataLoader's workers without drawing random numbers.
+
+    Such a loader draws its workers' base seed when its iterator is first made, that is in
+    its first pass only. A run resumed after that pass would draw it again, before its
+    sampler's order: starting the workers here, with every RNG state put back afterwards,
+    keeps the order of the interrupted run. Returns whether workers were started.
+    """
+    if not (
+        isinstance(loader, DataLoader)
+        and loader.persistent_workers
+        and loader.num_workers > 0
+        and getattr(loader, "_iterator", None) is None
+    ):
+        return False
+    saved = rng_state({"loader": loader})
+    iter(loader)
+    set_rng_state(saved, {"loader": loader})
+    return True

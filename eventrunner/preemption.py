@@ -1,0 +1,65 @@
+"""Preemption: SIGTERM (SLURM, Kubernetes) asks a run to stop after its current batch.
+
+While ``train()`` runs on the main thread, SIGTERM sets ``runner.stop_requested``; the loop
+finishes the batch and raises :class:`Preempted`. The checkpoint subscriber writes
+``last.pth`` at that batch (on ``exception``, so a resumed run continues with the next
+batch), the end events are published (loggers close their files), and ``train()`` raises
+``Preempted``: a ``SystemExit`` with status 143 (128 + SIGTERM), so a script that does not
+catch it exits with that status, without a traceback, and a scheduler can requeue it.
+Under DDP, SIGTERM is left alone (see :func:`stop_on_sigterm`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+log = logging.getLogger("eventrunner")
+
+#: The exit status of a preempted run: 128 + SIGTERM, as a shell reports a process it ended.
+PREEMPTED_STATUS = 128 + signal.SIGTERM
+
+
+class Preempted(SystemExit):
+    """The run stopped after a batch because the process was asked to (SIGTERM)."""
+
+    def __init__(self, reason: str = "SIGTERM") -> None:
+        super().__init__(PREEMPTED_STATUS)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"preempted ({self.reason}): stopped after the current batch"
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(runner: Any) -> Iterator[None]:
+    """Within the block, SIGTERM sets ``runner.stop_requested`` instead of ending the process.
+
+    Only on the main thread, and only over the default handler: one the user installed is
+    left alone. Not under DDP: ranks that stopped at different batches would wait for each
+    other's next collective; there SIGTERM keeps its default, and a restarted run resumes
+    from the last checkpoint (``resume="auto"``).
+    """
+    if runner.ddp or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if not runner.stop_requested:
+            log.warning("eventrunner: SIGTERM: stopping after the current batch, saving it")
+        runner.stop_requested = "SIGTERM"
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is request_stop:
+            signal.signal(signal.SIGTERM, previous)
