@@ -6,7 +6,7 @@ finishes the batch and raises :class:`Preempted`. The checkpoint subscriber writ
 batch), the end events are published (loggers close their files), and ``train()`` raises
 ``Preempted``: a ``SystemExit`` with status 143 (128 + SIGTERM), so a script that does not
 catch it exits with that status, without a traceback, and a scheduler can requeue it.
-Under DDP, SIGTERM is left alone (see :func:`stop_on_sigterm`).
+Under DDP every rank stops after the same batch (see :func:`stop_on_sigterm`).
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ def stop_on_sigterm(runner: Any) -> Iterator[None]:
     """Within the block, SIGTERM sets ``runner.stop_requested`` instead of ending the process.
 
     Only on the main thread, and only over the default handler: one the user installed is
-    left alone. Not under DDP: ranks that stopped at different batches would wait for each
-    other's next collective; there SIGTERM keeps its default, and a restarted run resumes
-    from the last checkpoint (``resume="auto"``).
+    left alone. Under DDP the signal only sets ``runner.stop_pending``: ranks that stopped at
+    different batches would wait for each other's next collective, so the DDP subscriber
+    asks every rank at the same train batches whether any got it (``any_rank``) and then
+    sets ``stop_requested`` on all of them.
     """
-    if runner.ddp or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
@@ -53,9 +54,12 @@ def stop_on_sigterm(runner: Any) -> Iterator[None]:
         return
 
     def request_stop(signum: int, frame: Any) -> None:
-        if not runner.stop_requested:
+        if not (runner.stop_requested or runner.stop_pending):
             log.warning("eventrunner: SIGTERM: stopping after the current batch, saving it")
-        runner.stop_requested = "SIGTERM"
+        if runner.ddp:
+            runner.stop_pending = "SIGTERM"  # all ranks stop at one batch (DistributedCallback)
+        else:
+            runner.stop_requested = "SIGTERM"
 
     signal.signal(signal.SIGTERM, request_stop)
     try:

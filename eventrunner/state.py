@@ -75,8 +75,8 @@ class RunState(Protocol):
         ``handle_batch_backward`` and ``handle_batch_step``, set once ``handle_batch`` is seen
         to do its own backward pass / optimizer step (the default backward and optimizer
         subscribers then stand aside, see :mod:`eventrunner.step_probe`); ``stop_requested``
-        (why the run stops after this batch, e.g. ``"SIGTERM"``; see
-        :mod:`eventrunner.preemption`).
+        (why the run stops after this batch, e.g. ``"SIGTERM"``; under DDP a signal first sets
+        ``stop_pending``, until every rank agrees; see :mod:`eventrunner.preemption`).
     Position (for checkpoints inside an epoch, :mod:`eventrunner.checkpoint.position`):
         ``records_position`` (set by a subscriber that may save inside a pass: the loop then
         records ``position_rng``, the RNG states at each pass's start) and ``resume_point``
@@ -133,6 +133,7 @@ class RunState(Protocol):
     handle_batch_backward: bool
     handle_batch_step: bool
     stop_requested: str | None
+    stop_pending: str | None
     records_position: bool
     position_rng: dict[str, Any] | None
     resume_point: Any
@@ -162,6 +163,7 @@ def reset_run_state(runner: Any) -> None:
     runner.exception = None
     runner.handle_batch_backward = runner.handle_batch_step = False
     runner.stop_requested = None
+    runner.stop_pending = None
     runner.records_position = False
     runner.position_rng = None
     runner.resume_point = None

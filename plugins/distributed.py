@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from eventrunner import distributed
+from eventrunner.checks import positive_int
 from eventrunner.data.loaders import loader_kind
 from eventrunner.events import Callback, Order
 
@@ -29,6 +30,8 @@ class DistributedCallback(Callback):
     ``ddp_kwargs`` go to ``DistributedDataParallel`` on top of ``train(ddp_kwargs=...)``
     (e.g. ``find_unused_parameters=True``). ``shard_loaders=False`` leaves the loaders alone.
     ``seed`` seeds the samplers' shuffling (default: rank 0's torch seed, i.e. ``train(seed=)``).
+    Every ``stop_check_every`` batches of a train pass the ranks agree whether any of them got
+    SIGTERM (one small all-reduce): then all stop after that same batch, which is saved.
     """
 
     kind = "distributed"
@@ -39,12 +42,19 @@ class DistributedCallback(Callback):
         ddp_kwargs: Mapping[str, Any] | None = None,
         shard_loaders: bool = True,
         seed: int | None = None,
+        stop_check_every: int = 16,
     ) -> None:
         super().__init__(order=Order.INTERNAL)
         self.ddp_kwargs = dict(ddp_kwargs or {})
         self.shard_loaders = shard_loaders
         self.seed = seed
+        self.stop_check_every = positive_int(
+            stop_check_every, "DistributedCallback: stop_check_every"
+        )
         self._module: nn.Module | None = None
+
+    def parts(self) -> tuple[Callback, ...]:
+        return (self, _AgreeOnStop(self.stop_check_every))
 
     def on_experiment_start(self, runner: RunState) -> None:
         if not distributed.is_dist_ready():
@@ -91,3 +101,18 @@ class DistributedCallback(Callback):
         if self._module is not None:
             runner.model = self._module
             self._module = None
+
+
+class _AgreeOnStop(Callback):
+    """Every ``every`` train batches: stop every rank if any rank got SIGTERM. Train passes
+    only: their shards have equal lengths, so each rank reaches the same batches."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__(order=Order.EXTERNAL, loaders="train*", every=every)
+
+    def describe_name(self) -> str:
+        return "DistributedCallback.agree_on_stop"
+
+    def on_batch_end(self, runner: RunState) -> None:
+        if distributed.any_rank(bool(runner.stop_pending)):
+            runner.stop_requested = runner.stop_pending or "SIGTERM on another rank"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from eventrunner.distributed.collectives import (
     all_reduce_gradients,
     all_reduce_means,
+    any_rank,
     broadcast_value,
     gather_objects,
     metric_names_mismatch,
@@ -45,6 +46,7 @@ __all__ = [
     "UnpaddedDistributedSampler",
     "all_reduce_gradients",
     "all_reduce_means",
+    "any_rank",
     "as_timeout",
     "barrier",
     "broadcast_value",

@@ -37,6 +37,15 @@ def broadcast_value(value: int) -> int:
     return int(tensor.item())
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is set on any rank (one small all-reduce; ``flag`` without a group)."""
+    if _single():
+        return flag
+    tensor = torch.tensor([int(flag)], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def gather_objects(value: Any) -> list[Any]:
     """Every rank's ``value``, by rank, on every rank (``[value]`` without a group). Tensors
     travel as the CPU copies ``all_gather_object`` pickles; for rare, small values only."""
