@@ -7,10 +7,11 @@ back; ``check_rng_state`` tells beforehand whether it can (a state read from a f
 The captured state holds only tensors, ints, floats, lists and plain dicts, so a checkpoint
 that contains it loads with ``torch.load(weights_only=True)``.
 
-Not restored: the workers of a ``DataLoader(persistent_workers=True)``. The DataLoader draws
-its workers' base seed once per iterator, and persistent workers keep one iterator for the
-whole run, so a resumed run draws a new seed (another shuffle order, other random numbers in
-the workers); :func:`persistent_worker_loaders` finds such loaders so that resuming can say so.
+Not here: the random streams inside DataLoader workers, which seed themselves when they start
+(a resumed run's workers are new ones). Where a run may checkpoint inside a pass, each batch
+they load is seeded instead (:mod:`eventrunner.data.worker_seeds`); elsewhere
+:func:`persistent_worker_loaders` finds the loaders whose workers outlive a pass, so that
+resuming can say so.
 """
 
 from __future__ import annotations

@@ -80,7 +80,9 @@ class RunState(Protocol):
     Position (for checkpoints inside an epoch, :mod:`eventrunner.checkpoint.position`):
         ``records_position`` (set by a subscriber that may save inside a pass: the loop then
         records ``position_rng``, the RNG states at each pass's start) and ``resume_point``
-        (what a resumed run still has to put back; None once it has).
+        (what a resumed run still has to put back; None once it has); ``worker_seed``, what
+        DataLoader workers seed each batch from while the run may checkpoint inside a pass
+        (:mod:`eventrunner.data.worker_seeds`; saved in checkpoints).
     """
 
     model: nn.Module
@@ -137,6 +139,7 @@ class RunState(Protocol):
     records_position: bool
     position_rng: dict[str, Any] | None
     resume_point: Any
+    worker_seed: int | None
 
     def snapshot(self, with_batch: bool = False) -> RunState:
         """A copy whose counters and metrics no longer change with the loop."""
@@ -167,3 +170,4 @@ def reset_run_state(runner: Any) -> None:
     runner.records_position = False
     runner.position_rng = None
     runner.resume_point = None
+    runner.worker_seed = None

@@ -291,6 +291,7 @@ def test_checkpoint_holds_the_whole_run(tmp_path):
         "batch_step": scheduler_runner.batch_step,
         "sample_step": scheduler_runner.sample_step,
         "need_early_stop": False,
+        "worker_seed": 42,  # train(seed=42): what DataLoader workers seed their batches from
     }
     assert state["classes"] == {"optimizer": "SGD", "scheduler": None}
     # Early stopping (order 65, before the checkpoint subscriber) is saved with this epoch's update.

@@ -250,7 +250,8 @@ def _with_workers(persistent: bool) -> dict[str, Any]:
 @pytest.mark.parametrize("persistent", [True, False])
 def test_resume_warns_that_persistent_workers_are_not_restored(tmp_path, caplog, persistent):
     # persistent_workers=True keeps its workers (and their random streams) for the whole
-    # run: a resumed run's fresh workers give the same batches but other random numbers.
+    # run: a resumed run's fresh workers give the same batches but other random numbers,
+    # unless each batch is seeded (a DataLoader given directly; this one is wrapped).
     _run("loader_generator", tmp_path, 1)
     runner = NoisyRunner()
     model = nn.Sequential(nn.Linear(6, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 2))
@@ -270,4 +271,4 @@ def test_resume_warns_that_persistent_workers_are_not_restored(tmp_path, caplog,
     assert len(warned) == 1
     assert "loader 'train'" in warned[0] and "not exact" in warned[0]
     assert "batches are the same" in warned[0]
-    assert "persistent_workers=False" in warned[0]  # what to do for an exact resume
+    assert "has each batch seeded instead" in warned[0]  # what to do for an exact resume

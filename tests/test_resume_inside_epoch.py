@@ -5,7 +5,8 @@ same run uninterrupted: final weights, optimizer and scheduler state, and ``metr
 
 The configurations cover what a mid-pass position must restore: the sampler's shuffle order
 (global RNG and a loader ``generator=``), DataLoader workers (also persistent), dropout,
-random augmentation in the main process, gradient accumulation with a group open, the kept
+random augmentation in the main process and inside workers (also persistent: each batch is
+seeded from the run, whichever worker loads it), gradient accumulation with a group open, the kept
 batches of ``overfit``/``BatchLimitLoaderWrapper``, torchdata's ``StatefulDataLoader`` (put
 back through its own ``state_dict``), a scheduler stepped per batch, and batches in flight in
 the prefetch queue (the loop consumes fewer than the producer fetched).
@@ -147,8 +148,10 @@ CONFIGS = {
     "batch-limit": {"limit": 6},
     "overfit": {"overfit": True, "every": 1},
     "stateful-loader": {"stateful": True, "generator": True, "workers": 2},
+    "augment-in-workers": {"noise": 0.1, "workers": 2},
+    "augment-in-persistent-workers": {"noise": 0.1, "workers": 2, "persistent": True},
 }
-KILLS_PER_CONFIG = 4  # + one kill inside a save per config: 35 kills in all
+KILLS_PER_CONFIG = 4  # + one kill inside a save per config: 45 kills in all
 
 
 class Children:

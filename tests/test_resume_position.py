@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from eventrunner import BatchLimitLoaderWrapper, FunctionCallback, Order, SupervisedRunner, signals
 from eventrunner import checkpoint as ckpt
-from eventrunner.data.skip import ResumedPass, skip_kind
+from eventrunner.data.skip import PassFrom, skip_kind
 from eventrunner.preemption import PREEMPTED_STATUS, Preempted
 
 
@@ -170,10 +170,10 @@ def test_a_pass_over_a_plain_iterable_is_fast_forwarded_with_a_warning(caplog):
 
     started = []
     with caplog.at_level(logging.WARNING, logger="eventrunner"):
-        rest = list(ResumedPass(Stream(), 4, lambda: started.append(True)))
+        rest = list(PassFrom(Stream(), 4, lambda: started.append(True)))
     assert rest == [4, 5] and started == [True]
     assert "first 4 batches are read again and dropped" in caplog.text
-    assert list(ResumedPass([0, 1, 2, 3], 3, lambda: None)) == [3]
+    assert list(PassFrom([0, 1, 2, 3], 3, lambda: None)) == [3]
     assert skip_kind([1]) == "memory" and skip_kind(Stream()) == "read"
     assert skip_kind(DataLoader(TensorDataset(torch.zeros(4)))) == "indices"
 
@@ -186,3 +186,24 @@ def test_kept_batches_load_only_as_a_list_within_the_limit():
         wrapper.load_state_dict({"kept": [1, 2, 3]})
     wrapper.load_state_dict({"kept": [7, 8]})
     assert list(wrapper) == [7, 8]
+
+
+def test_worker_batch_seeds_depend_on_the_batch_not_on_the_worker():
+    from eventrunner.data.worker_seeds import SeedEachBatch, SeededDataset, pass_seed
+
+    batches = list(SeedEachBatch([[0, 1], [2, 3], [4, 5]], pass_seed(42, 0, 1, "train")))
+    assert [list(b) for b in batches] == [[0, 1], [2, 3], [4, 5]]
+    seeds = [b.seed for b in batches]
+    assert len(set(seeds)) == 3
+    again = list(SeedEachBatch([[0, 1], [2, 3], [4, 5]], pass_seed(42, 0, 1, "train")))
+    assert [b.seed for b in again] == seeds  # the same pass, the same seeds
+    others = {
+        pass_seed(42, 1, 1, "train"),
+        pass_seed(42, 0, 2, "train"),
+        pass_seed(7, 0, 1, "train"),
+    }
+    assert pass_seed(42, 0, 1, "train") not in others  # rank, epoch and run seed count
+    # Outside a worker the dataset reads as it is and leaves the process's RNG alone.
+    state = torch.get_rng_state()
+    assert SeededDataset([10, 11, 12, 13]).__getitems__(batches[1]) == [12, 13]
+    assert torch.equal(torch.get_rng_state(), state)

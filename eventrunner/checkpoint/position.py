@@ -14,6 +14,7 @@ rest back: the next batch is the one the interrupted run would have trained on n
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,13 @@ import torch
 from eventrunner.checkpoint.files import CheckpointError
 from eventrunner.checks import is_int, is_number
 from eventrunner.data.loaders import BatchLimitLoaderWrapper
-from eventrunner.data.skip import ResumedPass, is_stateful, start_persistent_workers
+from eventrunner.data.skip import (
+    PassFrom,
+    has_seedable_workers,
+    is_stateful,
+    start_persistent_workers,
+)
+from eventrunner.data.worker_seeds import pass_seed
 from eventrunner.distributed import gather_objects, get_rank, get_world_size, unwrap_model
 from eventrunner.rng import rng_state, set_rng_state
 
@@ -186,8 +193,9 @@ def start_epoch(runner: RunState) -> int:
             except ValueError as error:
                 raise CheckpointError(f"checkpoint {point.path}: loader {key!r}: {error}") from None
     if runner.epoch_step > 1:  # the interrupted run had started them in its first epoch
+        seeded = seeds_worker_batches(runner)
         for loader in runner.loaders.values():
-            start_persistent_workers(getattr(loader, "loader", loader))
+            start_persistent_workers(getattr(loader, "loader", loader), seeded)
     position = point.position
     if position is None:
         runner.resume_point = None
@@ -211,11 +219,30 @@ def start_pass(runner: RunState) -> None:
         runner.position_rng = rng_state(runner.loaders)
 
 
+def seeds_worker_batches(runner: RunState) -> bool:
+    """Whether DataLoader workers seed each batch (:mod:`eventrunner.data.worker_seeds`):
+    in a run that may checkpoint inside a pass, and in a resumed one."""
+    return runner.records_position or runner.settings.resume is not None
+
+
+def _worker_seed(runner: RunState) -> int | None:
+    if not seeds_worker_batches(runner):
+        return None
+    if runner.worker_seed is None:  # a new run: train(seed=), else a fresh random one
+        seed = runner.settings.seed
+        runner.worker_seed = int(seed) if seed is not None else secrets.randbits(62)
+    return pass_seed(runner.worker_seed, get_rank(), runner.epoch_step, str(runner.loader_key))
+
+
 def pass_loader(runner: RunState) -> Any:
     """After ``loader_start``: what the pass iterates. In the pass a checkpoint was written
-    inside, the consumed batches are skipped and the pass's state put back."""
+    inside, the consumed batches are skipped and the pass's state put back; DataLoader
+    workers seed each batch where :func:`seeds_worker_batches`."""
+    seed = _worker_seed(runner)
     if not _resumes_this_pass(runner):
-        return runner.loader
+        if seed is None or not has_seedable_workers(runner.loader):
+            return runner.loader
+        return PassFrom(runner.loader, worker_seed=seed)
     point, runner.resume_point = runner.resume_point, None
     position = point.position
     from eventrunner.checkpoint.resume import load_callback_states  # resume imports this module
@@ -242,7 +269,7 @@ def pass_loader(runner: RunState) -> Any:
         set_rng_state(point.rng, runner.loaders, source=str(point.path))
 
     state = part.get("loader_state")
-    return ResumedPass(runner.loader, int(position["batches"]), restore_rng, state)
+    return PassFrom(runner.loader, int(position["batches"]), restore_rng, state, seed)
 
 
 def prefetch_depth(runner: RunState, loader: Any, depth: int) -> int:

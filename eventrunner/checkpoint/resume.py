@@ -23,6 +23,7 @@ from eventrunner.checkpoint.state import (
     load_checkpoint,
     peek_epoch,
 )
+from eventrunner.data.skip import has_seedable_workers
 from eventrunner.distributed import unwrap_model
 from eventrunner.rng import check_rng_state, persistent_worker_loaders, set_rng_state
 
@@ -148,6 +149,7 @@ def _restore_counters(runner: RunState, checkpoint: Mapping[str, Any]) -> None:
     runner.batch_step = counters["batch_step"]
     runner.sample_step = counters["sample_step"]
     runner.need_early_stop = counters.get("need_early_stop", False)
+    runner.worker_seed = counters.get("worker_seed")
     selection = checkpoint["selection"]
     runner.best_valid_metric = selection.get("best_valid_metric")
     runner.best_epoch = selection.get("best_epoch")
@@ -187,24 +189,33 @@ def _log_resumed(runner: RunState, path: Path, position: Mapping[str, Any] | Non
 def _warn_worker_randomness(
     runner: RunState, path: Path, position: Mapping[str, Any] | None
 ) -> None:
-    # DataLoader workers seed themselves when they start: fresh workers cannot continue the
-    # random streams of workers that had already loaded part of a pass (or of the run).
+    # DataLoader workers seed each batch from the run's seed (eventrunner.data.worker_seeds)
+    # where they can; elsewhere fresh workers cannot continue the random streams of workers
+    # that had already loaded part of a pass (or, persistent, of the run).
     inside = position["loader"] if position is not None and position["batches"] else None
     persistent = dict(persistent_worker_loaders(runner.loaders))
     for key, loader in runner.loaders.items():
-        if key in persistent:
-            why = (
-                f"{persistent[key]} has persistent_workers=True; with persistent_workers=False "
-                "they restart every epoch, and a resume from an epoch checkpoint is exact"
+        if not getattr(getattr(loader, "loader", loader), "num_workers", 0):
+            continue
+        if has_seedable_workers(loader):
+            continue  # each batch seeded from the run's worker seed, restored with it
+        if key in persistent or key == inside:
+            when = (
+                f"{persistent[key]} has persistent_workers=True"
+                if key in persistent
+                else f"it resumes inside a pass, after batch {position['batches']}"
             )
-        elif key == inside and getattr(getattr(loader, "loader", loader), "num_workers", 0):
-            why = f"it resumes inside a pass, after batch {position['batches']}"
+            why = (
+                f"{when}, and its workers seed themselves when they start; a DataLoader given "
+                "as the loader, over a map-style dataset with a batch size, has each batch "
+                "seeded instead"
+            )
         else:
             continue
         log.warning(
             "eventrunner: %s: resume is not exact for loader %r: its batches are the same as "
-            "the interrupted run's, but its DataLoader workers start afresh (%s), so random "
-            "numbers drawn inside them (augmentation in the dataset) differ",
+            "the interrupted run's, but random numbers drawn inside its DataLoader workers "
+            "(augmentation in the dataset) differ: %s",
             path,
             key,
             why,

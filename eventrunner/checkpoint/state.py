@@ -107,6 +107,8 @@ def capture_state(
                 "sample_step": int(runner.sample_step),
                 # The stop decision is part of the run: a resumed stopped run trains no more.
                 "need_early_stop": bool(runner.need_early_stop),
+                # What DataLoader workers seed their batches from (eventrunner.data.worker_seeds).
+                "worker_seed": runner.worker_seed,
             },
             "selection": {
                 **selection,
@@ -241,6 +243,7 @@ _STRUCTURE: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("counters.batch_step", True, lambda v: is_int(v) and v >= 0, "an int >= 0"),
     ("counters.sample_step", True, lambda v: is_int(v) and v >= 0, "an int >= 0"),
     ("counters.need_early_stop", False, lambda v: isinstance(v, bool), "a bool"),
+    ("counters.worker_seed", False, lambda v: v is None or is_int(v), "an int or None"),
     ("selection", True, _is_mapping, "a dict"),
     ("selection.best_epoch", False, lambda v: v is None or is_int(v), "an int or None"),
     ("selection.best_valid_metric", False, lambda v: v is None or is_number(v), "a number"),

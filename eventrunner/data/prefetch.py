@@ -22,6 +22,7 @@ import torch
 from eventrunner.checks import is_int
 from eventrunner.data.device import CudaMover, move_to_device
 from eventrunner.data.prefetch_trial import Plan, trial
+from eventrunner.data.skip import PassFrom
 
 __all__ = [
     "MAX_PREFETCH",
@@ -287,6 +288,8 @@ class Prefetcher:
         self._plans: dict[str | None, Plan] = {}
 
     def _plan(self, key: str | None, loader: Any) -> Plan:
+        if isinstance(loader, PassFrom):  # one pass's view: the choice is the loader's
+            loader = loader.loader
         plan = self._plans.get(key)
         if plan is None or plan.loader is not loader:
             plan = self._plans[key] = Plan(loader)

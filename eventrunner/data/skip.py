@@ -1,6 +1,6 @@
 """A loader pass that starts after its first batches: where a resumed run goes on mid-epoch.
 
-``ResumedPass(loader, skip, started)`` is one pass over ``loader`` from batch ``skip + 1``.
+``PassFrom(loader, skip, started)`` is one pass over ``loader`` from batch ``skip + 1``.
 A ``DataLoader`` over a map-style dataset skips the first ``skip`` batches of indices before
 its workers get any: no sample of a skipped batch is loaded. Batches held in memory (a list,
 a tuple, a :class:`~eventrunner.data.loaders.BatchLimitLoaderWrapper`'s kept batches) are
@@ -12,6 +12,7 @@ then: the sampler has drawn its order exactly as the interrupted pass did).
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +21,7 @@ from typing import Any
 from torch.utils.data import DataLoader, IterableDataset
 
 from eventrunner.data.loaders import BatchLimitLoaderWrapper, loader_length
+from eventrunner.data.worker_seeds import SeedEachBatch, SeededDataset
 from eventrunner.rng import rng_state, set_rng_state
 
 log = logging.getLogger("eventrunner")
@@ -74,23 +76,60 @@ def _skips_indices(loader: Any) -> bool:
     return isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
 
 
-def _dataloader_iter(loader: DataLoader, count: int) -> Iterator[Any]:
-    # DataLoader refuses new samplers after __init__, and its iterator takes the index
-    # sampler when it is made (a persistent-workers iterator, when it is reset): the skipping
-    # one stands in for that moment only.
-    name = "batch_sampler" if loader._auto_collation else "sampler"
+def seeds_workers(loader: Any) -> bool:
+    """Whether :class:`PassFrom` can seed ``loader``'s workers per batch: a DataLoader over
+    a map-style dataset, with workers and batches (see :mod:`eventrunner.data.worker_seeds`)."""
+    return (
+        _skips_indices(loader)
+        and loader.num_workers > 0
+        and loader._auto_collation
+        and not is_stateful(loader)
+    )
+
+
+def has_seedable_workers(loader: Any) -> bool:
+    """Whether a pass over ``loader`` (or the DataLoader a pass-through batch limit wraps)
+    has workers :class:`PassFrom` would seed per batch."""
+    if isinstance(loader, BatchLimitLoaderWrapper):
+        return loader.is_passthrough and seeds_workers(loader.loader)
+    return seeds_workers(loader)
+
+
+@contextlib.contextmanager
+def _standing_in(loader: DataLoader, name: str, value: Any) -> Iterator[None]:
+    # DataLoader refuses new samplers (and datasets) after __init__; its iterator takes them
+    # when it is made: a stand-in is set for that moment only.
     own = vars(loader)[name]
-    persistent = getattr(loader, "_iterator", None)
-    object.__setattr__(loader, name, _SkipFirst(own, count))
-    if persistent is not None:
-        persistent._index_sampler = loader._index_sampler
+    object.__setattr__(loader, name, value)
     try:
-        it = iter(loader)
+        yield
     finally:
         object.__setattr__(loader, name, own)
-        persistent = getattr(loader, "_iterator", None)  # made now, the first time
-        if persistent is not None:  # its later passes start from the whole sampler
+
+
+def _dataloader_iter(loader: DataLoader, count: int, worker_seed: int | None) -> Iterator[Any]:
+    # The index sampler a (persistent-workers) iterator was made with is used again when it is
+    # reset for the next pass: it gets this pass's one, then the whole sampler back.
+    name = "batch_sampler" if loader._auto_collation else "sampler"
+    sampler = vars(loader)[name]
+    if worker_seed is not None:
+        sampler = SeedEachBatch(sampler, worker_seed)
+    persistent = getattr(loader, "_iterator", None)
+    dataset: Any = loader.dataset
+    if worker_seed is not None and not isinstance(dataset, SeededDataset):
+        dataset = SeededDataset(dataset)  # handed to the workers when they start
+    with (
+        _standing_in(loader, name, _SkipFirst(sampler, count)),
+        _standing_in(loader, "dataset", dataset),
+    ):
+        if persistent is not None:
             persistent._index_sampler = loader._index_sampler
+        try:
+            it = iter(loader)
+        finally:
+            persistent = getattr(loader, "_iterator", None)  # made now, the first time
+    if persistent is not None:  # its later passes start from the whole sampler
+        persistent._index_sampler = loader._index_sampler
     indices = getattr(it, "_sampler_iter", None)
     if isinstance(indices, _Skipping):
         indices.ready()  # the order drawn now, before the resumed run's RNG states return
@@ -108,7 +147,7 @@ def is_stateful(loader: Any) -> bool:
 
 
 def skip_kind(loader: Any) -> str:
-    """How :class:`ResumedPass` skips ``loader``'s first batches: ``"state"`` (the loader
+    """How :class:`PassFrom` skips ``loader``'s first batches: ``"state"`` (the loader
     restores its own position), ``"indices"`` (nothing is loaded), ``"memory"`` (held batches
     are stepped over) or ``"read"`` (read and dropped)."""
     if isinstance(loader, BatchLimitLoaderWrapper):
@@ -120,23 +159,27 @@ def skip_kind(loader: Any) -> str:
     return "indices" if _skips_indices(loader) else "read"
 
 
-class ResumedPass:
+class PassFrom:
     """One pass over ``loader`` from batch ``skip + 1``; ``started()`` once it is positioned.
 
-    A stateful loader is put back by its own ``load_state_dict(state)`` instead.
+    A stateful loader is put back by its own ``load_state_dict(state)`` instead. With a
+    ``worker_seed``, a DataLoader's workers seed each batch from it and the batch's number
+    in the pass (:mod:`eventrunner.data.worker_seeds`).
     """
 
     def __init__(
         self,
         loader: Iterable[Any],
-        skip: int,
-        started: Callable[[], None],
+        skip: int = 0,
+        started: Callable[[], None] | None = None,
         state: Any = None,
+        worker_seed: int | None = None,
     ) -> None:
         self.loader = loader
         self.skip = skip
         self.started = started
         self.state = state
+        self.worker_seed = worker_seed
 
     def __len__(self) -> int:
         length = loader_length(self.loader)
@@ -151,11 +194,11 @@ class ResumedPass:
             loader.load_state_dict(self.state)  # type: ignore[attr-defined]
             it = iter(loader)
         elif inner is not None and loader.is_passthrough and _skips_indices(inner):
-            it = _dataloader_iter(inner, skip)
+            it = _dataloader_iter(inner, skip, self._seed_for(inner))
         elif _skips_indices(loader):
-            it = _dataloader_iter(loader, skip)  # type: ignore[arg-type]
+            it = _dataloader_iter(loader, skip, self._seed_for(loader))  # type: ignore[arg-type]
         else:
-            if skip_kind(loader) == "read":
+            if skip and skip_kind(loader) == "read":
                 log.warning(
                     "eventrunner: resuming inside a pass over %s: its first %d batches are "
                     "read again and dropped (a DataLoader over a map-style dataset skips "
@@ -163,18 +206,23 @@ class ResumedPass:
                     type(loader).__name__,
                     skip,
                 )
-            it = _drop(iter(loader), skip)
-        self.started()
+            it = _drop(iter(loader), skip) if skip else iter(loader)
+        if self.started is not None:
+            self.started()
         return it
 
+    def _seed_for(self, loader: Any) -> int | None:
+        return self.worker_seed if seeds_workers(loader) else None
 
-def start_persistent_workers(loader: Any) -> bool:
+
+def start_persistent_workers(loader: Any, seeded: bool = False) -> bool:
     """Start a ``persistent_workers`` DataLoader's workers without drawing random numbers.
 
     Such a loader draws its workers' base seed when its iterator is first made, that is in
     its first pass only. A run resumed after that pass would draw it again, before its
     sampler's order: starting the workers here, with every RNG state put back afterwards,
-    keeps the order of the interrupted run. Returns whether workers were started.
+    keeps the order of the interrupted run. ``seeded``: the workers get the dataset that
+    seeds each batch (as they did in the interrupted run). Returns whether they were started.
     """
     if not (
         isinstance(loader, DataLoader)
@@ -184,6 +232,8 @@ def start_persistent_workers(loader: Any) -> bool:
     ):
         return False
     saved = rng_state({"loader": loader})
-    iter(loader)
+    dataset = SeededDataset(loader.dataset) if seeded and seeds_workers(loader) else loader.dataset
+    with _standing_in(loader, "dataset", dataset):
+        iter(loader)
     set_rng_state(saved, {"loader": loader})
     return True
