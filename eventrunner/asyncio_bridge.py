@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import anyio
 
+from eventrunner.process_signals import temporary_handler
+
 T = TypeVar("T")
 
 
@@ -48,19 +50,12 @@ def interrupts_raise() -> Iterator[None]:
     Only on the main thread, and only over Python's default handler or asyncio's; a handler
     the user installed is left alone.
     """
-    if threading.current_thread() is not threading.main_thread():
+
+    def replaces(previous: Any) -> bool:
+        return previous is signal.default_int_handler or _cancels_a_task(previous)
+
+    with temporary_handler(signal.SIGINT, _raise_interrupt, replaces):
         yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler and not _cancels_a_task(previous):
-        yield
-        return
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is _raise_interrupt:
-            signal.signal(signal.SIGINT, previous)
 
 
 def _interrupt_thread(thread: threading.Thread) -> None:

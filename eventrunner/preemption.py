@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Iterator
 from typing import Any
+
+from eventrunner.process_signals import temporary_handler
 
 log = logging.getLogger("eventrunner")
 
@@ -45,13 +46,6 @@ def stop_on_sigterm(runner: Any) -> Iterator[None]:
     asks every rank at the same train batches whether any got it (``any_rank``) and then
     sets ``stop_requested`` on all of them.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        yield
-        return
 
     def request_stop(signum: int, frame: Any) -> None:
         if not (runner.stop_requested or runner.stop_pending):
@@ -61,9 +55,5 @@ def stop_on_sigterm(runner: Any) -> Iterator[None]:
         else:
             runner.stop_requested = "SIGTERM"
 
-    signal.signal(signal.SIGTERM, request_stop)
-    try:
+    with temporary_handler(signal.SIGTERM, request_stop, lambda old: old is signal.SIG_DFL):
         yield
-    finally:
-        if signal.getsignal(signal.SIGTERM) is request_stop:
-            signal.signal(signal.SIGTERM, previous)

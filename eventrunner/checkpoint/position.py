@@ -244,11 +244,22 @@ def pass_loader(runner: RunState) -> Any:
             return runner.loader
         return PassFrom(runner.loader, worker_seed=seed)
     point, runner.resume_point = runner.resume_point, None
-    position = point.position
+    part = _put_back(runner, point)
+
+    def restore_rng() -> None:
+        set_rng_state(point.rng, runner.loaders, source=str(point.path))
+
+    skip = int(point.position["batches"])
+    return PassFrom(runner.loader, skip, restore_rng, part.get("loader_state"), seed)
+
+
+def _put_back(runner: RunState, point: ResumePoint) -> Mapping[str, Any]:
+    """The interrupted pass's state, after its ``loader_start``; this rank's share of it."""
     from eventrunner.checkpoint.resume import load_callback_states  # resume imports this module
 
-    # Subscribers start the pass (loader_start) and then get its saved state.
-    load_callback_states(runner, point.callbacks, point.path)
+    position = point.position
+    assert position is not None
+    load_callback_states(runner, point.callbacks, point.path)  # over what loader_start reset
     runner.loader_batch_step = int(position["batches"])
     runner.loader_sample_step = int(position["samples"])
     part = position["ranks"][get_rank()]
@@ -264,12 +275,7 @@ def pass_loader(runner: RunState) -> Any:
     params = dict(unwrap_model(runner.model).named_parameters())
     for name, grad in part["grads"].items():
         params[name].grad = grad.to(params[name].device, params[name].dtype)
-
-    def restore_rng() -> None:
-        set_rng_state(point.rng, runner.loaders, source=str(point.path))
-
-    state = part.get("loader_state")
-    return PassFrom(runner.loader, int(position["batches"]), restore_rng, state, seed)
+    return part
 
 
 def prefetch_depth(runner: RunState, loader: Any, depth: int) -> int:
