@@ -94,62 +94,49 @@ class _RegionBasedLoaderValues(_LoaderValues):
                 runner.loader_metrics.pop(f"{metric._name}/{class_name}", None)
 
 
-class IOUCallback(_RegionBasedCallback):
+class _OverlapCallback(_RegionBasedCallback):
+    """A region-based metric without parameters of its own (``metric_class``), with
+    Catalyst's arguments."""
+
+    metric_class: ClassVar[type[RegionBasedMetric]]
+
+    def __init__(
+        self,
+        input_key: str,
+        target_key: str,
+        class_dim: int = 1,
+        weights: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+        threshold: float | None = None,
+        log_on_batch: bool = True,
+        compute_per_class_metrics: bool = False,
+        prefix: str | None = None,
+        suffix: str | None = None,
+    ) -> None:
+        metric = self.metric_class(
+            class_dim=class_dim,
+            weights=weights,
+            class_names=class_names,
+            threshold=threshold,
+            compute_per_class_metrics=compute_per_class_metrics,
+            prefix=prefix,
+            suffix=suffix,
+        )
+        super().__init__(metric, input_key, target_key, log_on_batch)
+
+
+class IOUCallback(_OverlapCallback):
     """IoU over the loader's per-class sums: ``iou`` (macro), ``iou/_micro``, ``iou/_macro``,
     ``iou/_weighted`` with ``weights``, per class with ``compute_per_class_metrics``; each
     batch logs its ``iou`` and per-class values."""
 
-    def __init__(
-        self,
-        input_key: str,
-        target_key: str,
-        class_dim: int = 1,
-        weights: Sequence[float] | None = None,
-        class_names: Sequence[str] | None = None,
-        threshold: float | None = None,
-        log_on_batch: bool = True,
-        compute_per_class_metrics: bool = False,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        metric = IOUMetric(
-            class_dim=class_dim,
-            weights=weights,
-            class_names=class_names,
-            threshold=threshold,
-            compute_per_class_metrics=compute_per_class_metrics,
-            prefix=prefix,
-            suffix=suffix,
-        )
-        super().__init__(metric, input_key, target_key, log_on_batch)
+    metric_class = IOUMetric
 
 
-class DiceCallback(_RegionBasedCallback):
+class DiceCallback(_OverlapCallback):
     """Dice over the loader's per-class sums; keys as :class:`IOUCallback` with ``dice``."""
 
-    def __init__(
-        self,
-        input_key: str,
-        target_key: str,
-        class_dim: int = 1,
-        weights: Sequence[float] | None = None,
-        class_names: Sequence[str] | None = None,
-        threshold: float | None = None,
-        log_on_batch: bool = True,
-        compute_per_class_metrics: bool = False,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        metric = DiceMetric(
-            class_dim=class_dim,
-            weights=weights,
-            class_names=class_names,
-            threshold=threshold,
-            compute_per_class_metrics=compute_per_class_metrics,
-            prefix=prefix,
-            suffix=suffix,
-        )
-        super().__init__(metric, input_key, target_key, log_on_batch)
+    metric_class = DiceMetric
 
 
 class TrevskyCallback(_RegionBasedCallback):

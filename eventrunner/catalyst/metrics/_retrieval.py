@@ -13,7 +13,8 @@ scores fall the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 
@@ -305,56 +306,50 @@ class ReidCMCMetric(AccumulativeMetric):
         }
 
 
-class HitrateMetric(TopKMetric):
+class _RankingMetric(TopKMetric):
+    """A top-k ranking score per batch (``score``, named ``score_name``), averaged by batch
+    size, with Catalyst's arguments."""
+
+    score: ClassVar[Callable[..., Any]]
+    score_name: ClassVar[str]
+
+    def __init__(
+        self,
+        topk: Iterable[int] | None = None,
+        compute_on_call: bool = True,
+        prefix: str | None = None,
+        suffix: str | None = None,
+    ) -> None:
+        score = type(self).score
+        super().__init__(self.score_name, score, topk, compute_on_call, prefix, suffix)
+
+
+class HitrateMetric(_RankingMetric):
     """Hitrate (recall@k) per batch, averaged by batch size: ``hitrate01``, ``/std``, ..."""
 
-    def __init__(
-        self,
-        topk: Iterable[int] | None = None,
-        compute_on_call: bool = True,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        super().__init__("hitrate", hitrate, topk, compute_on_call, prefix, suffix)
+    score = staticmethod(hitrate)
+    score_name = "hitrate"
 
 
-class MRRMetric(TopKMetric):
+class MRRMetric(_RankingMetric):
     """Mean reciprocal rank per batch, averaged by batch size: ``mrr01``, ``/std``, ..."""
 
-    def __init__(
-        self,
-        topk: Iterable[int] | None = None,
-        compute_on_call: bool = True,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        super().__init__("mrr", mrr, topk, compute_on_call, prefix, suffix)
+    score = staticmethod(mrr)
+    score_name = "mrr"
 
 
-class MAPMetric(TopKMetric):
+class MAPMetric(_RankingMetric):
     """Mean average precision per batch, averaged by batch size: ``map01``, ``/std``, ..."""
 
-    def __init__(
-        self,
-        topk: Iterable[int] | None = None,
-        compute_on_call: bool = True,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        super().__init__("map", mean_average_precision, topk, compute_on_call, prefix, suffix)
+    score = staticmethod(mean_average_precision)
+    score_name = "map"
 
 
-class NDCGMetric(TopKMetric):
+class NDCGMetric(_RankingMetric):
     """NDCG (``exp_rank`` gains) per batch, averaged by batch size: ``ndcg01``, ``/std``, ..."""
 
-    def __init__(
-        self,
-        topk: Iterable[int] | None = None,
-        compute_on_call: bool = True,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        super().__init__("ndcg", ndcg, topk, compute_on_call, prefix, suffix)
+    score = staticmethod(ndcg)
+    score_name = "ndcg"
 
 
 __all__ = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -260,62 +260,51 @@ class RegionBasedMetric(ICallbackBatchMetric):
         return output
 
 
-class IOUMetric(RegionBasedMetric):
+class _OverlapMetric(RegionBasedMetric):
+    """A region-based score of the per-class counts (``score``, named ``score_name``), with
+    Catalyst's arguments."""
+
+    score: ClassVar[Callable[..., Any]]
+    score_name: ClassVar[str]
+
+    def __init__(
+        self,
+        class_dim: int = 1,
+        weights: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+        threshold: float | None = None,
+        eps: float = 1e-7,
+        compute_on_call: bool = True,
+        compute_per_class_metrics: bool = False,
+        prefix: str | None = None,
+        suffix: str | None = None,
+    ) -> None:
+        super().__init__(
+            metric_fn=partial(type(self).score, eps=eps),
+            metric_name=self.score_name,
+            class_dim=class_dim,
+            weights=weights,
+            class_names=class_names,
+            threshold=threshold,
+            compute_on_call=compute_on_call,
+            compute_per_class_metrics=compute_per_class_metrics,
+            prefix=prefix,
+            suffix=suffix,
+        )
+
+
+class IOUMetric(_OverlapMetric):
     """IoU ``tp / (tp + fp + fn)`` over batches; keys ``iou``, ``iou/_micro``, ..."""
 
-    def __init__(
-        self,
-        class_dim: int = 1,
-        weights: Sequence[float] | None = None,
-        class_names: Sequence[str] | None = None,
-        threshold: float | None = None,
-        eps: float = 1e-7,
-        compute_on_call: bool = True,
-        compute_per_class_metrics: bool = False,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        super().__init__(
-            metric_fn=partial(_iou, eps=eps),
-            metric_name="iou",
-            class_dim=class_dim,
-            weights=weights,
-            class_names=class_names,
-            threshold=threshold,
-            compute_on_call=compute_on_call,
-            compute_per_class_metrics=compute_per_class_metrics,
-            prefix=prefix,
-            suffix=suffix,
-        )
+    score = staticmethod(_iou)
+    score_name = "iou"
 
 
-class DiceMetric(RegionBasedMetric):
+class DiceMetric(_OverlapMetric):
     """Dice ``2tp / (2tp + fp + fn)`` over batches; keys ``dice``, ``dice/_micro``, ..."""
 
-    def __init__(
-        self,
-        class_dim: int = 1,
-        weights: Sequence[float] | None = None,
-        class_names: Sequence[str] | None = None,
-        threshold: float | None = None,
-        eps: float = 1e-7,
-        compute_on_call: bool = True,
-        compute_per_class_metrics: bool = False,
-        prefix: str | None = None,
-        suffix: str | None = None,
-    ) -> None:
-        super().__init__(
-            metric_fn=partial(_dice, eps=eps),
-            metric_name="dice",
-            class_dim=class_dim,
-            weights=weights,
-            class_names=class_names,
-            threshold=threshold,
-            compute_on_call=compute_on_call,
-            compute_per_class_metrics=compute_per_class_metrics,
-            prefix=prefix,
-            suffix=suffix,
-        )
+    score = staticmethod(_dice)
+    score_name = "dice"
 
 
 class TrevskyMetric(RegionBasedMetric):
