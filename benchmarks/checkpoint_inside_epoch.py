@@ -2,12 +2,13 @@
 
 1. Per-batch cost of ``checkpoint_every_n_batches=N``: the overhead benchmark's workloads
    (``small`` MLP 32-64-10, ``large`` 512-2048-10, in-memory batches) trained with a logdir,
-   with and without mid-epoch saves, interleaved (``--reps`` rounds); medians of the
-   per-batch times and their ratio. ``--background`` also runs background saving.
+   with and without mid-epoch saves, interleaved in a new order each round (``--reps``
+   rounds); medians of the per-batch times and their ratio. ``--background`` also runs
+   background saving.
 2. Time to resume inside an epoch: a DataLoader over a map-style dataset of ``--samples``
    samples (shuffled); the time from ``train(resume=...)`` to the first trained batch, for a
-   checkpoint written after 1% and after 90% of the epoch's batches. Skipped batches' indices
-   are drawn, their samples are not loaded, so the two should be close.
+   checkpoint written after 1% and after 90% of the epoch's batches. The sampler seeks past
+   the skipped batches' indices and their samples are not loaded, so the two should be equal.
 
     python benchmarks/checkpoint_inside_epoch.py [--reps 5] [--every 100 1000] [--samples 200000]
 """
@@ -18,6 +19,7 @@ import argparse
 import contextlib
 import logging
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -71,20 +73,27 @@ def per_batch_cost(name: str, reps: int, every: int, background: bool) -> None:
         }
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as folder:
-        for _ in range(reps + 1):  # the first round warms up
-            for mode, settings in modes.items():
+        for round_ in range(reps + 1):  # the first round warms up
+            # A new order each round: the run after another one is often slower on this kind
+            # of machine, which a fixed order would charge to one mode.
+            order = list(modes.items())
+            random.Random(round_).shuffle(order)
+            for mode, settings in order:
                 logdir = Path(folder) / "run"
                 elapsed = train_time(sizes, train, valid, logdir, **settings())
                 times[mode].append(elapsed / batches * 1e6)
                 shutil.rmtree(logdir)
-    base = statistics.median(times["epoch saves only"][1:])
+    base_times = times["epoch saves only"][1:]
+    base = statistics.median(base_times)
     saves = 2 * len(train) // every
     for mode, values in times.items():
         median = statistics.median(values[1:])
+        # Paired: each round's ratio to the same round's run without mid-epoch saves.
+        paired = statistics.median(v / b for v, b in zip(values[1:], base_times, strict=True))
         print(
             f"{name:5s} {mode:22s} {median:8.1f} us/batch  ratio {median / base:.3f} "
-            f"({saves if mode != 'epoch saves only' else 0} mid-epoch saves in "
-            f"{batches} batches; medians of {reps})"
+            f"(paired {paired:.3f}; {saves if mode != 'epoch saves only' else 0} mid-epoch "
+            f"saves in {batches} batches; medians of {reps})"
         )
 
 

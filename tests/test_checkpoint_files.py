@@ -4,6 +4,8 @@ keys), and the atomic write never leaves a half-written final file."""
 
 from __future__ import annotations
 
+import collections
+import enum
 import os
 import pickle
 from pathlib import Path
@@ -211,3 +213,79 @@ def test_checkpoint_callback_replaces_the_default_by_kind(tmp_path):
     folder = tmp_path / "mine" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best.pth", "index.json", "last.pth"]
     assert sum(isinstance(c, plugins.CheckpointCallback) for c in runner.callbacks) == 1
+
+
+# --------------------------------------------------------------- skipping the read-back
+
+
+Pair = collections.namedtuple("Pair", "a b")
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+def _with_attribute() -> torch.Tensor:
+    tensor = torch.ones(2)
+    tensor.note = "mine"  # type: ignore[attr-defined]
+    return tensor
+
+
+_VALUES: dict[str, Any] = {
+    "scalars": {"a": None, "b": True, "c": 3, "d": 2.5, "e": 1j, "f": "x", "g": b"y"},
+    "containers": [(1, 2), {3, 4}, {5: [6.0]}],
+    "a state_dict (OrderedDict with _metadata)": nn.Linear(2, 3).state_dict(),
+    "an optimizer state": torch.optim.Adam(nn.Linear(2, 1).parameters()).state_dict(),
+    "torch values": [torch.float16, torch.device("cpu"), torch.Size([2, 3])],
+    "tensors": [
+        torch.ones(2, dtype=torch.bfloat16),
+        torch.ones(4)[::2],
+        nn.Parameter(torch.ones(1)),
+    ],
+    "an IntEnum": Colour.RED,
+    "a namedtuple": Pair(1, 2),
+    "a frozenset": frozenset([1]),
+    "a range": range(3),
+    "a sparse tensor": torch.ones(2).to_sparse(),
+    "a tensor with an attribute": _with_attribute(),
+    "an object": object(),
+    "an object deep inside": {"a": [{"b": (1, object())}]},
+}
+
+
+@pytest.mark.parametrize("name", list(_VALUES))
+def test_values_taken_as_loading_back_do_load_with_weights_only(tmp_path, name):
+    """The reference is torch.load(weights_only=True) itself: whatever save_checkpoint does
+    not read back must load that way (the converse may fail: those are read back)."""
+    value = _VALUES[name]
+    path = tmp_path / "value.pth"
+    torch.save({"value": value}, path)
+    try:
+        torch.load(path, weights_only=True)
+        loads = True
+    except pickle.UnpicklingError:
+        loads = False
+    if ckpt.loads_by_construction({"value": value}):
+        assert loads, name
+    if not loads:
+        assert not ckpt.loads_by_construction({"value": value}), name
+
+
+def test_a_plain_state_is_not_read_back_and_another_one_is(tmp_path, monkeypatch):
+    reads: list[Path] = []
+    load = torch.load
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(Path(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    ckpt.save_checkpoint({"weights": torch.ones(2), "step": 3}, [tmp_path / "plain.pth"])
+    assert reads == []
+    torch.serialization.add_safe_globals([Colour])
+    try:
+        ckpt.save_checkpoint({"colour": Colour.RED}, [tmp_path / "allowed.pth"])
+    finally:
+        torch.serialization.clear_safe_globals()
+    assert len(reads) == 1  # read back: an allow-listed class loads, so it is written
+    assert (tmp_path / "allowed.pth").exists()

@@ -20,6 +20,7 @@ from eventrunner.checkpoint.files import (
     CheckpointError,
     atomic_file,
     link_into,
+    loads_by_construction,
     save_checkpoint,
     write_json_atomic,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "load_checkpoint",
     "load_model_state",
     "load_weights",
+    "loads_by_construction",
     "peek_epoch",
     "read_index",
     "restore_run",

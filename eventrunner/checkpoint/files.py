@@ -4,7 +4,7 @@ Reading is ``torch.load(weights_only=True)``: a foreign pickle is refused withou
 of it, and every failure is a :class:`CheckpointError` naming the file. Writing never touches
 a final name until the new file is complete: a temp file in the same folder (an unpredictable
 name, created exclusively), flush, fsync the file, ``os.replace``, fsync the folder
-(:func:`atomic_file`; :func:`save_checkpoint` also verifies the file loads before it
+(:func:`atomic_file`; :func:`save_checkpoint` also makes sure the file loads before it
 replaces anything).
 """
 
@@ -202,8 +202,9 @@ def link_into(source: Path, target: Path) -> None:
 def save_checkpoint(state: Mapping[str, Any], targets: Iterable[Path]) -> None:
     """Write ``state`` once and give it every name in ``targets``, each replaced atomically.
 
-    The file is verified to load with ``torch.load(weights_only=True)`` (memory-mapped, so
-    cheap) before it replaces anything: an unloadable state never displaces a good file.
+    A state of plain data (:func:`loads_by_construction`) is one ``torch.load(weights_only=
+    True)`` rebuilds; any other state is read back that way (memory-mapped) before it replaces
+    anything: an unloadable state never displaces a good file.
     """
     targets = list(targets)
     folder = targets[0].parent
@@ -215,7 +216,8 @@ def save_checkpoint(state: Mapping[str, Any], targets: Iterable[Path]) -> None:
             except (pickle.PicklingError, TypeError, AttributeError) as error:
                 raise _unsaveable(state, targets[0], "cannot be saved", error) from error
         try:
-            torch.load(temp, map_location="cpu", weights_only=True, mmap=True)
+            if not loads_by_construction(state):
+                torch.load(temp, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:
             raise _unsaveable(
                 state, targets[0], "would not load back with torch.load(weights_only=True)", error
@@ -242,6 +244,32 @@ _PLAIN = (
     torch.dtype,
     torch.device,
 )
+
+
+_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes))
+_TORCH_VALUES = frozenset((torch.dtype, torch.device, torch.Size))
+_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
+
+
+def loads_by_construction(obj: Any) -> bool:
+    """Whether ``obj`` is made only of values ``torch.load(weights_only=True)`` rebuilds:
+    exact built-in scalars, ``dict``/``OrderedDict``/``list``/``tuple``/``set`` of them (an
+    ``OrderedDict``'s ``_metadata`` too), ``torch.dtype``/``device``/``Size`` and dense
+    (non-quantized) tensors or parameters without attributes of their own. Types are
+    compared exactly: a subclass (an ``IntEnum``, a namedtuple, a tensor subclass) pickles as
+    its own class, which ``weights_only`` refuses unless it was allow-listed."""
+    kind = type(obj)
+    if kind in _SCALARS or kind in _TORCH_VALUES:
+        return True
+    if kind is dict or kind is OrderedDict:
+        if kind is OrderedDict and not all(map(loads_by_construction, vars(obj).values())):
+            return False
+        return all(loads_by_construction(k) and loads_by_construction(v) for k, v in obj.items())
+    if kind is list or kind is tuple or kind is set:
+        return all(map(loads_by_construction, obj))
+    if kind in _TENSORS:
+        return obj.layout is torch.strided and not obj.is_quantized and not vars(obj)
+    return False
 
 
 def _foreign_value(obj: Any, path: str = "") -> str | None:

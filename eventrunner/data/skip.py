@@ -2,7 +2,9 @@
 
 ``PassFrom(loader, skip, started)`` is one pass over ``loader`` from batch ``skip + 1``.
 A ``DataLoader`` over a map-style dataset skips the first ``skip`` batches of indices before
-its workers get any: no sample of a skipped batch is loaded. Batches held in memory (a list,
+its workers get any: no sample of a skipped batch is loaded, and torch's samplers (sequential,
+random, weighted, distributed) seek to the position instead of producing the skipped indices,
+so the skip takes the same time wherever the pass stopped. Batches held in memory (a list,
 a tuple, a :class:`~eventrunner.data.loaders.BatchLimitLoaderWrapper`'s kept batches) are
 stepped over. Any other iterable is read and its first batches dropped, with a warning.
 ``started`` runs once the pass's iterator exists (a resumed run restores its RNG states
@@ -15,10 +17,11 @@ import collections
 import contextlib
 import itertools
 import logging
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
 from eventrunner.data.loaders import BatchLimitLoaderWrapper, loader_length
 from eventrunner.data.worker_seeds import SeedEachBatch, SeededDataset
@@ -30,6 +33,52 @@ log = logging.getLogger("eventrunner")
 def _drop(it: Iterator[Any], count: int) -> Iterator[Any]:
     collections.deque(itertools.islice(it, count), maxlen=0)  # consumes at C speed
     return it
+
+
+_SEEKABLE = (type(iter([])), type(iter(range(0))))
+_END = object()
+
+
+def _seekable(it: Any) -> Any:
+    """The list or range iterator ``it`` is, or that the generator ``it`` is delegating to
+    with ``yield from`` (torch's random samplers do), else None."""
+    inner = it.gi_yieldfrom if isinstance(it, types.GeneratorType) else it
+    return inner if type(inner) in _SEEKABLE else None
+
+
+def advance(it: Iterator[Any], count: int) -> Iterator[Any]:
+    """``it`` after its next ``count`` items, which are not produced where it can seek.
+
+    A list or range iterator, also one a generator is delegating to, moves to its new place
+    at once (its pickling ``__setstate__``); a generator that has not started yet or has
+    used up one delegate gives one item to get to the next. Anything else is read at C speed.
+    """
+    while count > 0:
+        inner = _seekable(it)
+        left = inner.__length_hint__() if inner is not None else 0
+        if left:
+            step = min(count, left)
+            inner.__setstate__(inner.__reduce__()[2] + step)
+            count -= step
+        elif isinstance(it, types.GeneratorType):
+            if next(it, _END) is _END:  # to its first (or next) delegate
+                return it
+            count -= 1
+            if _seekable(it) is None:
+                return _drop(it, count)
+        else:
+            return _drop(it, count)
+    return it
+
+
+def _skip_batches(batch_sampler: Any, count: int) -> Iterator[Any]:
+    """An iterator over ``batch_sampler`` without its first ``count`` batches. Torch's own
+    ``BatchSampler`` has full batches before its last: its sampler skips ``count`` times
+    its batch size indices (seeking where it can) and batches the rest as it would."""
+    if count and type(batch_sampler) is BatchSampler:
+        indices = advance(iter(batch_sampler.sampler), count * batch_sampler.batch_size)
+        return iter(BatchSampler(indices, batch_sampler.batch_size, batch_sampler.drop_last))
+    return advance(iter(batch_sampler), count)
 
 
 class _SkipFirst:
@@ -62,7 +111,7 @@ class _Skipping:
 
     def ready(self) -> Iterator[Any]:
         if self._it is None:
-            self._it = _drop(iter(self._sampler), self._count)
+            self._it = _skip_batches(self._sampler, self._count)
         return self._it
 
     def __iter__(self) -> _Skipping:
@@ -111,15 +160,15 @@ def _dataloader_iter(loader: DataLoader, count: int, worker_seed: int | None) ->
     # The index sampler a (persistent-workers) iterator was made with is used again when it is
     # reset for the next pass: it gets this pass's one, then the whole sampler back.
     name = "batch_sampler" if loader._auto_collation else "sampler"
-    sampler = vars(loader)[name]
+    sampler: Any = _SkipFirst(vars(loader)[name], count)
     if worker_seed is not None:
-        sampler = SeedEachBatch(sampler, worker_seed)
+        sampler = SeedEachBatch(sampler, worker_seed, first=count)
     persistent = getattr(loader, "_iterator", None)
     dataset: Any = loader.dataset
     if worker_seed is not None and not isinstance(dataset, SeededDataset):
         dataset = SeededDataset(dataset)  # handed to the workers when they start
     with (
-        _standing_in(loader, name, _SkipFirst(sampler, count)),
+        _standing_in(loader, name, sampler),
         _standing_in(loader, "dataset", dataset),
     ):
         if persistent is not None:
@@ -206,7 +255,7 @@ class PassFrom:
                     type(loader).__name__,
                     skip,
                 )
-            it = _drop(iter(loader), skip) if skip else iter(loader)
+            it = advance(iter(loader), skip)
         if self.started is not None:
             self.started()
         return it

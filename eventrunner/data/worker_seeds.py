@@ -30,12 +30,13 @@ class SeededBatch(list):
 class SeedEachBatch:
     """A batch sampler whose batches carry their seeds (see the module docstring)."""
 
-    def __init__(self, batch_sampler: Any, pass_seed: int) -> None:
+    def __init__(self, batch_sampler: Any, pass_seed: int, first: int = 0) -> None:
         self.batch_sampler = batch_sampler
         self.pass_seed = pass_seed
+        self.first = first  # the number of its first batch in the pass (after a resume's skip)
 
     def __iter__(self) -> Iterator[SeededBatch]:
-        for number, indices in enumerate(self.batch_sampler):
+        for number, indices in enumerate(self.batch_sampler, self.first):
             batch = SeededBatch(indices)
             batch.seed = (self.pass_seed + number * 0x9E3779B97F4A7C15) % 2**63
             yield batch
