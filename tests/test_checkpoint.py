@@ -249,13 +249,14 @@ def test_a_state_that_would_not_load_is_an_error_and_replaces_nothing(tmp_path, 
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
-def test_an_unpicklable_state_is_an_error_naming_the_key(tmp_path):
+@pytest.mark.parametrize("background", [True, False])
+def test_an_unpicklable_state_is_an_error_naming_the_key(tmp_path, background):
     class Lambda(BadState):
         def state_dict(self) -> dict[str, Any]:
             return {"fn": lambda: None}
 
     with pytest.raises(ckpt.CheckpointError, match=r"cannot be saved at callbacks\.Lambda\.fn"):
-        _train(tmp_path, SCORES, [Lambda()])
+        _train(tmp_path, SCORES, [Lambda(), plugins.CheckpointCallback(background_save=background)])
     assert not (tmp_path / "checkpoints" / "last.pth").exists()
 
 

@@ -83,3 +83,49 @@ def test_each_file_holds_every_checkpoint_callback_of_its_epoch(tmp_path):
                 assert states[key]["history"][-1]["epoch"] == epoch, (path, key)
                 kept = [entry["epoch"] for entry in states[key]["topk"]]
                 assert sorted(kept) == list(range(1, epoch + 1)), (path, key)
+
+
+class BatchMarks(Callback):
+    """Sets the bias to the batch's number at ``batch_end`` (before the checkpoint subscriber)
+    and to -1 at the next ``batch_start``, while a slow background write may still run."""
+
+    def __init__(self) -> None:
+        super().__init__(order=Order.USER)
+
+    def _fill(self, runner: RunState, value: float) -> None:
+        with torch.no_grad():
+            runner.model.bias.fill_(value)
+
+    def on_batch_end(self, runner: RunState) -> None:
+        self._fill(runner, runner.loader_batch_step)
+
+    def on_batch_start(self, runner: RunState) -> None:
+        self._fill(runner, -1)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_mid_epoch_file_holds_the_state_at_its_batch(tmp_path, background, monkeypatch):
+    from eventrunner import signals
+    from eventrunner.checkpoint import files
+
+    fsync_folder = files.fsync_folder
+
+    def slow_fsync_folder(folder: Path) -> None:  # the loop goes on meanwhile
+        import time
+
+        time.sleep(0.02)
+        fsync_folder(folder)
+
+    monkeypatch.setattr(files, "fsync_folder", slow_fsync_folder)
+    saved: list[tuple[list[float], int]] = []
+
+    def record(runner: Any, path: Path, position: dict[str, Any] | None, **_: Any) -> None:
+        if position is not None:  # at most one write in flight: this file is that write's
+            state = ckpt.load_checkpoint(path)
+            saved.append((state["model"]["bias"].tolist(), position["batches"]))
+
+    checkpoint = plugins.CheckpointCallback(every_n_batches=2, background_save=background)
+    with signals.checkpoint_saved.connected_to(record):
+        tiny_run([BatchMarks(), checkpoint], num_epochs=2, logdir=tmp_path, loaders={"train": 6})
+    assert [batches for _, batches in saved] == [2, 4, 6] * 2
+    assert saved == [([float(batches)] * 2, batches) for _, batches in saved]
