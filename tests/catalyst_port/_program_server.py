@@ -2,8 +2,10 @@
 
 Importing torch, its compiler stack (which the first optimizer pulls in), eventrunner and the
 metric libraries takes most of a program's run on a CPU; done once here, each program starts
-from a copy of this process instead. Nothing has run a tensor operation here before a fork
-(no thread pool is started), so each child starts single-threaded, as a new interpreter does.
+from a copy of this process instead. No kernel has run here before a fork (only a one-element
+tensor is made), so no thread pool is started and each child starts single-threaded, as a new
+interpreter does. A child's threads are joined and its exit handlers run as at a script's end;
+only the module teardown after them, seconds of work that checks nothing, is skipped.
 
 Reads ``program<TAB>folder<TAB>log`` lines from stdin; for each, forks a child that runs the
 program as ``__main__`` in ``folder`` (its own folder first on ``sys.path``, like ``python``

@@ -10,6 +10,7 @@ time on a CPU). ``run_on_catalyst.py`` runs the same files under Catalyst 22.4.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -50,6 +51,6 @@ def test_program_runs(name: str, tmp_path: Path, server: subprocess.Popen[str]) 
     assert status, f"the program server stopped (exit {server.poll()}) before running {name}.py"
     code = int(status)
     assert code == 0, (
-        f"{name}.py exited {code} (-14: killed after {TIMEOUT_S} s); output tail:\n"
+        f"{name}.py exited {code} ({-signal.SIGALRM}: killed after {TIMEOUT_S} s); output tail:\n"
         f"{log.read_text(errors='replace')[-4000:]}"
     )
