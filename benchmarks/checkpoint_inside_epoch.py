@@ -3,8 +3,14 @@
 1. Per-batch cost of ``checkpoint_every_n_batches=N``: the overhead benchmark's workloads
    (``small`` MLP 32-64-10, ``large`` 512-2048-10, in-memory batches) trained with a logdir,
    with and without mid-epoch saves, interleaved in a new order each round (``--reps``
-   rounds); medians of the per-batch times and their ratio. ``--background`` also runs
-   background saving.
+   rounds). Printed per mode: the median per-batch time of whole runs and its ratio to the
+   runs without mid-epoch saves, as the overhead benchmark does; and the cost measured inside
+   each run: its mean train batch over the mean of its train batches away from a save (more
+   than ``AFTER_SAVE`` batches after one), and what that makes a save cost the loop. On a
+   shared machine whole runs drift by more than the saves cost (5-15% from one run to the next
+   here), so the second ratio is the one that measures the saves; in the runs without
+   mid-epoch saves it is the estimator's own noise. ``--background`` also runs background
+   saving.
 2. Time to resume inside an epoch: a DataLoader over a map-style dataset of ``--samples``
    samples (shuffled); the time from ``train(resume=...)`` to the first trained batch, for a
    checkpoint written after 1% and after 90% of the epoch's batches. The sampler seeks past
@@ -37,9 +43,29 @@ import plugins
 from eventrunner import Callback, Order, SupervisedRunner
 
 
-def train_time(sizes, train, valid, logdir: Path, **settings: Any) -> float:
+class TrainBatchClock(Callback):
+    """The end time of every train batch, after every other subscriber of the batch."""
+
+    def __init__(self) -> None:
+        super().__init__(order=Order.EXTERNAL + 1)
+        self._last: float | None = None
+        self.durations: list[float] = []
+
+    def on_loader_start(self, runner: Any) -> None:
+        self._last = time.perf_counter()
+
+    def on_batch_end(self, runner: Any) -> None:
+        now = time.perf_counter()
+        if runner.is_train_loader and self._last is not None:
+            self.durations.append(now - self._last)
+        self._last = now
+
+
+def train_time(sizes, train, valid, logdir: Path, **settings: Any) -> tuple[float, list[float]]:
+    """The run's time and its train batches' durations."""
     model = make_model(sizes)
     runner = AccuracyRunner()
+    clock = TrainBatchClock()
     start = time.perf_counter()
     runner.train(
         model=model,
@@ -51,9 +77,26 @@ def train_time(sizes, train, valid, logdir: Path, **settings: Any) -> float:
         overwrite=True,
         console=False,
         seed=None,
-        **settings,
+        **{**settings, "callbacks": [*settings.get("callbacks", []), clock]},
     )
-    return time.perf_counter() - start
+    return time.perf_counter() - start, clock.durations
+
+
+# Batches after a save that its cost can still reach (the writer's I/O, cold caches).
+AFTER_SAVE = 20
+
+
+def cost_inside_run(durations: list[float], every: int, per_epoch: int) -> tuple[float, float]:
+    """``(ratio, seconds)``: the run's mean train batch over the mean of the batches that no
+    save can have reached, and the extra time in all. A batch of step ``k * every`` and the
+    ``AFTER_SAVE`` after it are the ones a save reaches (also counted in runs without saves)."""
+    near, far = [], []
+    for i, duration in enumerate(durations):
+        step = i % per_epoch + 1
+        (near if step >= every and step % every <= AFTER_SAVE else far).append(duration)
+    typical = statistics.fmean(far)
+    total = sum(durations)
+    return total / (typical * len(durations)), total - typical * len(durations)
 
 
 def per_batch_cost(name: str, reps: int, every: int, background: bool) -> None:
@@ -62,8 +105,9 @@ def per_batch_cost(name: str, reps: int, every: int, background: bool) -> None:
     train = make_batches(sizes[0], sizes[2], 1000, seed=1)
     valid = make_batches(sizes[0], sizes[2], 50, seed=2)
     batches = 2 * (len(train) + len(valid))
+    base_mode = "epoch saves only"
     modes: dict[str, Callable[[], dict[str, Any]]] = {
-        "epoch saves only": dict,
+        base_mode: dict,
         f"every {every} batches": lambda: {"checkpoint_every_n_batches": every},
     }
     if background:
@@ -72,6 +116,7 @@ def per_batch_cost(name: str, reps: int, every: int, background: bool) -> None:
             "callbacks": [plugins.CheckpointCallback(background_save=True)],
         }
     times: dict[str, list[float]] = {mode: [] for mode in modes}
+    inside: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(reps + 1):  # the first round warms up
             # A new order each round: the run after another one is often slower on this kind
@@ -80,20 +125,23 @@ def per_batch_cost(name: str, reps: int, every: int, background: bool) -> None:
             random.Random(round_).shuffle(order)
             for mode, settings in order:
                 logdir = Path(folder) / "run"
-                elapsed = train_time(sizes, train, valid, logdir, **settings())
-                times[mode].append(elapsed / batches * 1e6)
+                elapsed, durations = train_time(sizes, train, valid, logdir, **settings())
+                if round_:
+                    times[mode].append(elapsed / batches * 1e6)
+                    inside[mode].append(cost_inside_run(durations, every, len(train)))
                 shutil.rmtree(logdir)
-    base_times = times["epoch saves only"][1:]
-    base = statistics.median(base_times)
+    base = statistics.median(times[base_mode])
     saves = 2 * len(train) // every
-    for mode, values in times.items():
-        median = statistics.median(values[1:])
-        # Paired: each round's ratio to the same round's run without mid-epoch saves.
-        paired = statistics.median(v / b for v, b in zip(values[1:], base_times, strict=True))
+    for mode in modes:
+        median = statistics.median(times[mode])
+        ratio = statistics.median(r for r, _ in inside[mode])
+        count = saves if mode != base_mode else 0
+        extra = statistics.median(e for _, e in inside[mode]) / max(count, 1)
+        per_save = f"{extra * 1e3:5.2f} ms a save" if count else " " * 14
         print(
-            f"{name:5s} {mode:22s} {median:8.1f} us/batch  ratio {median / base:.3f} "
-            f"(paired {paired:.3f}; {saves if mode != 'epoch saves only' else 0} mid-epoch "
-            f"saves in {batches} batches; medians of {reps})"
+            f"{name:5s} {mode:22s} {median:8.1f} us/batch  ratio {median / base:.3f}  "
+            f"inside runs {ratio:.3f} {per_save}  ({count} mid-epoch saves in "
+            f"{batches} batches; medians of {reps})"
         )
 
 

@@ -340,7 +340,7 @@ class CheckpointCallback(Callback):
             self._writer.wait()
 
     def on_experiment_end(self, runner: RunState) -> None:
-        self._writer.wait()
+        self._writer.close()
         if runner.exception is None and self._wants_best_on_end(runner):
             self._load_best(runner)
 

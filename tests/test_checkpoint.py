@@ -8,9 +8,12 @@ chosen ``valid`` loss per epoch, so the best epoch is known in advance.
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -272,6 +275,42 @@ def test_background_write_error_is_raised_not_swallowed(tmp_path, monkeypatch):
         _train(tmp_path, SCORES, [plugins.CheckpointCallback(background_save=True)])
     assert any("background save of epoch 1" in note for note in info.value.__notes__)
     assert calls[0] == 1 and len(calls) <= 3  # raised by epoch 2's save at the latest
+
+
+def test_background_saves_share_one_worker_that_ends_with_the_run(tmp_path, monkeypatch):
+    writers: list[threading.Thread] = []
+    write = ckpt.CheckpointFolder.write
+
+    def recording_write(self, state, plan):
+        writers.append(threading.current_thread())
+        write(self, state, plan)
+
+    monkeypatch.setattr(ckpt.CheckpointFolder, "write", recording_write)
+    before = set(threading.enumerate())
+    _train(tmp_path, SCORES, [plugins.CheckpointCallback(background_save=True)])
+    assert len(writers) == len(SCORES) and len(set(writers)) == 1, writers
+    assert writers[0].name.startswith("eventrunner-checkpoint")
+    assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+
+
+def test_numpy_scalars_in_a_state_become_python_numbers_that_weights_only_loads(tmp_path):
+    weights = nn.Linear(2, 1).state_dict()  # an OrderedDict with _metadata
+    state = {
+        "weights": weights,
+        "metrics": {"loss": np.float64(0.5), np.int64(3): [np.float32(1.5), (np.int64(2), 4)]},
+        "counts": Counter({"a": np.int64(2)}),
+        "plain": {"steps": [1, 2.5, "x", None, True]},
+    }
+    plain = ckpt.plain_numbers(state)
+    assert plain["plain"] is state["plain"] and plain["weights"] is weights  # nothing to change
+    assert plain["metrics"] == {"loss": 0.5, 3: [1.5, (2, 4)]}
+    key = next(k for k in plain["metrics"] if k != "loss")
+    assert type(key) is int and type(plain["metrics"]["loss"]) is float
+    assert type(plain["counts"]) is Counter and type(plain["counts"]["a"]) is int
+    torch.save({k: v for k, v in plain.items() if k != "counts"}, tmp_path / "plain.pth")
+    loaded = torch.load(tmp_path / "plain.pth", weights_only=True)
+    assert loaded["metrics"] == plain["metrics"]
+    assert loaded["weights"]._metadata == weights._metadata
 
 
 def test_checkpoint_holds_the_whole_run(tmp_path):

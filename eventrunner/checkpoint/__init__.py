@@ -50,6 +50,7 @@ from eventrunner.checkpoint.state import (
     load_model_state,
     load_weights,
     peek_epoch,
+    plain_numbers,
 )
 from eventrunner.checkpoint.writer import CheckpointWriter
 
@@ -83,6 +84,7 @@ __all__ = [
     "load_weights",
     "loads_by_construction",
     "peek_epoch",
+    "plain_numbers",
     "read_index",
     "restore_run",
     "save_checkpoint",

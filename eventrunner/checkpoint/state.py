@@ -10,6 +10,7 @@ checked (:func:`check_structure`) before anything is restored.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,17 +135,28 @@ def _has_state(value: Any) -> bool:
     return components.state_dicts(value) is not None
 
 
+# Values plain_numbers keeps as they are without looking further (checked by exact type: fast).
+_LEAVES = frozenset((type(None), bool, int, float, str, bytes, torch.Tensor, nn.Parameter))
+
+
 def plain_numbers(obj: Any) -> Any:
     """``obj`` with NumPy scalars (keys too) as Python numbers, which ``weights_only`` loads.
 
     Catalyst-style metrics and user state often hold ``np.float64``/``np.int64``; a container
     is rebuilt (as its own type, ``_metadata`` kept) only where something changed.
     """
+    if type(obj) in _LEAVES:
+        return obj
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, Mapping):
-        items = [(plain_numbers(key), plain_numbers(value)) for key, value in obj.items()]
-        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, obj.items(), strict=True)):
+        changed = False
+        items = []
+        for key, value in obj.items():
+            plain_key, plain_value = plain_numbers(key), plain_numbers(value)
+            changed = changed or plain_key is not key or plain_value is not value
+            items.append((plain_key, plain_value))
+        if not changed:
             return obj
         out: Any = dict(items)
         if isinstance(obj, dict) and type(obj) is not dict:  # OrderedDict, Counter, ...
@@ -157,7 +169,7 @@ def plain_numbers(obj: Any) -> Any:
         return out
     if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):
         values = [plain_numbers(value) for value in obj]
-        if all(v is v0 for v, v0 in zip(values, obj, strict=True)):
+        if all(map(operator.is_, values, obj)):
             return obj
         return type(obj)(values)
     return obj
