@@ -8,8 +8,10 @@ The configurations cover what a mid-pass position must restore: the sampler's sh
 random augmentation in the main process and inside workers (also persistent: each batch is
 seeded from the run, whichever worker loads it), gradient accumulation with a group open, the kept
 batches of ``overfit``/``BatchLimitLoaderWrapper``, torchdata's ``StatefulDataLoader`` (put
-back through its own ``state_dict``), a scheduler stepped per batch, and batches in flight in
-the prefetch queue (the loop consumes fewer than the producer fetched).
+back through its own ``state_dict``), a scheduler stepped per batch, fp16 autocast with its
+``GradScaler`` (on the CPU; its first step overflows and is skipped, its growth tracker counts
+every step), and batches in flight in the prefetch queue (the loop consumes fewer than the
+producer fetched).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ CHILD = textwrap.dedent(
         resume="auto",
         checkpoint_every_n_batches=c.get("every", 2),
         accumulation_steps=c.get("accumulation", 1),
+        amp=c.get("amp"),
         overfit=c.get("overfit", False),
         prefetch=c.get("prefetch", 2),
         callbacks=[
@@ -134,7 +137,8 @@ CHILD = textwrap.dedent(
     )
     torch.save(
         {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-         "scheduler": scheduler.state_dict(), "epoch_metrics": runner.epoch_metrics},
+         "scheduler": scheduler.state_dict(), "epoch_metrics": runner.epoch_metrics,
+         "scaler": runner.scaler.state_dict() if runner.scaler is not None else {}},
         logdir / "final.pt",
     )
     """
@@ -150,8 +154,9 @@ CONFIGS = {
     "stateful-loader": {"stateful": True, "generator": True, "workers": 2},
     "augment-in-workers": {"noise": 0.1, "workers": 2},
     "augment-in-persistent-workers": {"noise": 0.1, "workers": 2, "persistent": True},
+    "amp-fp16-scaler": {"amp": "fp16"},
 }
-KILLS_PER_CONFIG = 4  # + one kill inside a save per config: 45 kills in all
+KILLS_PER_CONFIG = 4  # + one kill inside a save per config: 50 kills in all
 
 
 class Children:
@@ -177,7 +182,7 @@ def _final(logdir: Path) -> dict:
 
 def _differences(reference: dict, resumed: dict) -> list[str]:
     found = []
-    for part in ("model", "optimizer", "scheduler"):
+    for part in ("model", "optimizer", "scheduler", "scaler"):
         flat_ref, flat_res = _flatten(reference[part]), _flatten(resumed[part])
         for key in sorted(set(flat_ref) | set(flat_res)):
             a, b = flat_ref.get(key), flat_res.get(key)
@@ -219,6 +224,9 @@ def test_sigkill_at_random_batches_resumes_bitwise(children, tmp_path, name):
     reference = tmp_path / "reference"
     assert children.run(config, reference) == "0"
     expected = _final(reference)
+    if config.get("amp"):  # the scaler's state is not its initial one: restoring it matters
+        scaler = expected["scaler"]
+        assert scaler["scale"] < 2.0**16 and scaler["_growth_tracker"] > 0, scaler
     csv = (reference / "metrics.csv").read_bytes()
     rng = random.Random(name)
     total = _batches_per_run(config)
