@@ -7,8 +7,8 @@
    runs without mid-epoch saves, as the overhead benchmark does; and the cost measured inside
    each run: its mean train batch over the mean of its train batches away from a save (more
    than ``AFTER_SAVE`` batches after one), and what that makes a save cost the loop. On a
-   shared machine whole runs drift by more than the saves cost (5-15% from one run to the next
-   here), so the second ratio is the one that measures the saves; in the runs without
+   shared machine whole runs drift by more than the saves cost (up to 30% from one run to the
+   next here), so the second ratio is the one that measures the saves; in the runs without
    mid-epoch saves it is the estimator's own noise. ``--background`` also runs background
    saving.
 2. Time to resume inside an epoch: a DataLoader over a map-style dataset of ``--samples``
@@ -90,11 +90,9 @@ def cost_inside_run(durations: list[float], every: int, per_epoch: int) -> tuple
     """``(ratio, seconds)``: the run's mean train batch over the mean of the batches that no
     save can have reached, and the extra time in all. A batch of step ``k * every`` and the
     ``AFTER_SAVE`` after it are the ones a save reaches (also counted in runs without saves)."""
-    near, far = [], []
-    for i, duration in enumerate(durations):
-        step = i % per_epoch + 1
-        (near if step >= every and step % every <= AFTER_SAVE else far).append(duration)
-    typical = statistics.fmean(far)
+    steps = (i % per_epoch + 1 for i in range(len(durations)))
+    reached = (step >= every and step % every <= AFTER_SAVE for step in steps)
+    typical = statistics.fmean(d for d, near in zip(durations, reached, strict=True) if not near)
     total = sum(durations)
     return total / (typical * len(durations)), total - typical * len(durations)
 

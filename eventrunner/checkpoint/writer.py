@@ -11,10 +11,9 @@ class CheckpointWriter:
     """Runs checkpoint writes inline or on one worker thread, at most one in flight.
 
     A background write's error is raised by the next :meth:`submit` or by :meth:`wait`. The
-    worker is started by the first background write and kept for the next ones (starting a
-    thread per save costs the loop more than the write does on a small model); :meth:`close`
+    worker is started by the first background write and kept for the next ones; :meth:`close`
     ends it. An interpreter that exits while a write runs waits for it (``concurrent.futures``
-    joins its workers at exit).
+    joins its workers at exit), so a checkpoint is never left half-written by the exit.
     """
 
     def __init__(self, background: bool = True) -> None:
