@@ -127,6 +127,21 @@ def _where(row: list[Any]) -> str:
     return f"epoch {row[0]}, {row[1]} batch {row[2]}"
 
 
+def _resumes_from(logdir: Path) -> str:
+    """Where a killed run's ``resume="auto"`` goes on from: what this kill tests."""
+    last = logdir / "checkpoints" / "last.pth"
+    if not last.exists():
+        return "from the start (killed before its first checkpoint)"
+    saved = load_checkpoint(last)
+    position = saved.get("position")
+    if position is not None:
+        return (
+            f"from epoch {position['epoch']}, {position['loader']} after batch "
+            f"{position['batches']}"
+        )
+    return f"from the end of epoch {saved['epoch']}"
+
+
 def check(
     config: str, overrides: Sequence[str], kills: int, seed: int, every: int, folder: Path
 ) -> int:
@@ -159,14 +174,15 @@ def check(
             print(f"  batch {kill_at}: the run was not killed (status {status})")
             failures += 1
             continue
+        at = f"killed at batch {kill_at} ({_where(reference[kill_at])}), resumed "
+        at += _resumes_from(folder / name)
         if run(name, resume=True) != 0:
-            print(f"  batch {kill_at}: the resumed run failed")
+            print(f"  {at}: the resumed run failed")
             failures += 1
             continue
         differ = compare_runs(folder / "reference", folder / name)
         losses = _losses(folder / f"{name}.jsonl")
         first = next((s for s in sorted(reference) if losses.get(s) != reference[s]), None)
-        at = f"killed at batch {kill_at} ({_where(reference[kill_at])})"
         if not differ and first is None:
             print(f"  {at}: exact")
             continue
@@ -177,7 +193,7 @@ def check(
         if first is not None:
             print(f"    first batch whose loss differs: {first} ({_where(reference[first])})")
     verdict = "exact" if not failures else f"NOT exact ({failures} of {len(positions)} kills)"
-    print(f"check-resume {config}: {verdict}; runs in {folder}")
+    print(f"check-resume {config}: {verdict}")
     return 0 if not failures else 1
 
 
@@ -187,14 +203,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "child":
         return _child(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="eventrunner check-resume", description=__doc__.split("\n\n")[0]
+        prog="eventrunner check-resume", description=__doc__.split("\n\n")[0].replace("``", "")
     )
     parser.add_argument("config", nargs="?", help="the YAML config")
     parser.add_argument("--example", metavar="NAME", help="a built-in example instead (digits)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--kills", type=int, default=3, help="random batches to kill at (3)")
     parser.add_argument("--seed", type=int, default=0, help="picks the batches (0)")
-    parser.add_argument("--every", type=int, default=5, help="checkpoint_every_n_batches (5)")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=5,
+        help="checkpoint_every_n_batches, unless the config sets it (5)",
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temp dir)")
     args = parser.parse_args(argv)
     if (args.config is None) == (args.example is None):

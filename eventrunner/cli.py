@@ -20,6 +20,7 @@ from pathlib import Path
 
 import eventrunner
 from eventrunner import registry
+from eventrunner.checkpoint import CheckpointError
 from eventrunner.compose import HiddenPluginsError
 from eventrunner.config import (
     ConfigError,
@@ -172,9 +173,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             with import_paths(source or config):
                 return _run(str(config), None, overrides, False, source=source)
         return _plugins(args.names)
-    except (ConfigError, FileNotFoundError, LogdirInUseError, HiddenPluginsError) as error:
-        # A refused run (bad config, missing file, a logdir holding a run, a 'plugins' of the
-        # user's hiding the built-ins) is a message, not a traceback; it says what to do.
+    except (
+        ConfigError,
+        FileNotFoundError,
+        IsADirectoryError,
+        CheckpointError,
+        LogdirInUseError,
+        HiddenPluginsError,
+    ) as error:
+        # A refused run (bad config, missing file, a checkpoint that is not one or does not
+        # fit, a logdir holding a run, a 'plugins' of the user's hiding the built-ins) is a
+        # message, not a traceback; it says what to do.
         _error(str(error))
         return 2
     except KeyboardInterrupt:

@@ -195,6 +195,8 @@ class TrainSettings:
         positive_number(self.checkpoint_every_seconds, "checkpoint_every_seconds", optional=True)
         if self.resume is not None and not isinstance(self.resume, str | Path):
             raise TypeError(f"resume must be a path or 'auto', got {self.resume!r}")
+        if isinstance(self.resume, str) and not self.resume.strip():
+            raise ValueError("resume must be a path or 'auto', got an empty string")
         for name in ("overfit", "load_best_on_end", "verbose", "console", "overwrite", "profile"):
             _check_bool(name, getattr(self, name))
         for name in ("ddp", "minimize_metric", "minimize_valid_metric"):

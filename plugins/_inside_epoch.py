@@ -68,8 +68,38 @@ class SaveInsideEpoch(Callback):
                 f"{self.describe_name()}: checkpoint_every_seconds under DDP would let the "
                 "ranks decide at different batches; use checkpoint_every_n_batches"
             )
+        wanted = self._n is not None or self._seconds is not None
+        if wanted and self.owner._logdir(runner) is None and self._nothing_writes(runner):
+            raise ValueError(
+                f"{self._setting(runner)} writes logdir/checkpoints/last.pth, but the run has "
+                "no logdir: pass train(logdir=...) (or the callback's own logdir=)"
+            )
         takes_part = writes_files or (runner.ddp and self.owner._logdir(runner) is not None)
         self.on = takes_part and (self._n is not None or self._seconds is not None)
+
+    def _setting(self, runner: RunState) -> str:
+        """Where the mid-epoch saves were asked for, as the user wrote it."""
+        own = {"every_n_batches": self.every_n_batches, "every_seconds": self.every_seconds}
+        if any(value is not None for value in own.values()):
+            call, values = type(self.owner).__name__, own
+        else:
+            call, values = (
+                "train",
+                {
+                    "checkpoint_every_n_batches": runner.settings.checkpoint_every_n_batches,
+                    "checkpoint_every_seconds": runner.settings.checkpoint_every_seconds,
+                },
+            )
+        given = ", ".join(f"{key}={value!r}" for key, value in values.items() if value is not None)
+        return f"{call}({given})"
+
+    def _nothing_writes(self, runner: RunState) -> bool:
+        """Whether no checkpoint callback of the run has a logdir: the run's settings ask
+        every one of them, and one with a folder of its own is enough."""
+        if self.every_n_batches is not None or self.every_seconds is not None:
+            return True  # this callback's own settings: it must write them itself
+        owners = [cb for cb in runner.callbacks if isinstance(cb, type(self.owner))]
+        return all(cb._logdir(runner) is None for cb in owners)
 
     def on_loader_start(self, runner: RunState) -> None:
         self._since = time.monotonic()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eventrunner.events import Callback, Order
+from eventrunner.preemption import Preempted
 from plugins._log_paths import path_in_logdir
 from plugins._run_info import is_main_process, json_safe, log_dir, run_hparams, scalar_items
 
@@ -141,7 +142,9 @@ class JSONLogger(Callback):
     def on_experiment_end(self, runner: Any) -> None:
         if self._file is None:
             return
-        if runner.exception is not None:
+        if isinstance(runner.exception, Preempted):
+            status = "preempted"  # SIGTERM: the batch finished and was saved; resume goes on
+        elif runner.exception is not None:
             status = "failed"
         elif runner.need_early_stop and runner.epoch_step < runner.num_epochs:
             status = "early_stopped"

@@ -43,6 +43,16 @@ class ConsoleLogger(Callback):
 
     def on_experiment_start(self, runner: Any) -> None:
         self._enabled = is_main_process(runner)
+        point = getattr(runner, "resume_point", None)  # train(resume=) restored a checkpoint
+        if point is not None:
+            position = point.position
+            where = (
+                f"in epoch {position['epoch']}, {position['loader']} after batch "
+                f"{position['batches']}"
+                if position is not None
+                else f"after epoch {runner.epoch_step}"
+            )
+            self._print(f"Resumed from {point.path} {where}")
 
     def on_loader_end(self, runner: Any) -> None:
         self._print(

@@ -64,6 +64,8 @@ def test_the_example_resumes_exactly_from_any_batch():
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if "killed at batch" in line]
     assert len(lines) == 2 and all(line.endswith(": exact") for line in lines), done.stdout
+    # Each kill says what it tested: where the killed run's resume="auto" went on from.
+    assert all(", resumed from " in line for line in lines), done.stdout
     assert done.stdout.rstrip().splitlines()[-1].startswith("check-resume example:digits: exact")
 
 

@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import eventrunner
@@ -328,6 +329,7 @@ def test_resume_continues_a_run_from_its_logdir_alone(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["resume", str(logdir), "--set", "train.num_epochs=2"]) == 0
     out = capsys.readouterr().out
+    assert f"Resumed from {logdir / 'checkpoints' / 'last.pth'} after epoch 1\n" in out
     assert "2/2 * Epoch (train)" in out and "1/2 * Epoch" not in out  # epoch 2 only
     assert "done: 2 epochs" in out
     rows = (logdir / "metrics.csv").read_text().splitlines()[1:]
@@ -343,6 +345,31 @@ def test_resume_auto_on_a_new_logdir_starts_a_run_and_a_finished_one_trains_noth
     assert cli.main(["run", "--example", "digits", *args, "--resume", "auto"]) == 0
     assert "Epoch (train)" not in capsys.readouterr().out
     assert "no epoch left to train" in caplog.text
+
+
+@pytest.mark.parametrize("what", ["folder", "not a checkpoint"])
+def test_a_bad_resume_path_is_a_message_not_a_traceback(tmp_path, capsys, what):
+    path = tmp_path / "given"
+    if what == "folder":
+        path.mkdir()
+    else:
+        torch.save({"a": 1}, path)
+    args = ["--set", f"train.logdir={tmp_path / 'run'}", "--set", "train.num_epochs=1"]
+    assert cli.main(["run", "--example", "digits", *args, "--resume", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"eventrunner: error: checkpoint {path}: "), err
+    assert "Traceback" not in err
+
+
+def test_a_logdir_given_as_the_checkpoint_names_the_file_in_it(tmp_path, capsys):
+    args = ["--set", f"train.logdir={tmp_path / 'run'}", "--set", "train.num_epochs=1"]
+    assert cli.main(["run", "--example", "digits", *args]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", "--example", "digits", *args, "--resume", str(tmp_path / "run")]) == 2
+    last = tmp_path / "run" / "checkpoints" / "last.pth"
+    assert f"is a folder, expected a .pth file (this run's last checkpoint is {last})" in (
+        capsys.readouterr().err
+    )
 
 
 def test_resume_without_a_saved_config_says_what_to_do(tmp_path, capsys):

@@ -5,6 +5,8 @@ checkpoints pays nothing per batch. (Resuming after a real SIGKILL, bitwise:
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import signal
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import plugins
 from eventrunner import BatchLimitLoaderWrapper, FunctionCallback, Order, SupervisedRunner, signals
 from eventrunner import checkpoint as ckpt
 from eventrunner.data.skip import PassFrom, skip_kind
@@ -71,6 +74,11 @@ def test_a_mid_epoch_checkpoint_holds_where_the_loop_stands(tmp_path):
     index = ckpt.read_index(tmp_path / "checkpoints")
     assert index["last_position"] == {"epoch": 2, "loader": "train", "batches": 2}
     assert index["last_epoch"] == 1
+    # The resumed run says where it goes on from (before: only at logging.INFO, unseen).
+    shown = io.StringIO()
+    _train(tmp_path, resume="auto", callbacks=[plugins.ConsoleLogger(stream=shown)])
+    last = tmp_path / "checkpoints" / "last.pth"
+    assert shown.getvalue().startswith(f"Resumed from {last} in epoch 2, train after batch 2\n")
 
 
 def test_a_crafted_position_is_refused_naming_the_file_and_field(tmp_path):
@@ -100,13 +108,57 @@ def test_a_crafted_position_is_refused_naming_the_file_and_field(tmp_path):
 def test_resume_auto_needs_a_logdir_and_the_intervals_are_checked(tmp_path):
     with pytest.raises(ValueError, match="resume='auto' needs a logdir"):
         _train(None, resume="auto")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="resume must be a path or 'auto', got an empty string"):
+        _train(tmp_path, resume="")
     with pytest.raises(ValueError, match="checkpoint_every_n_batches must be a positive int"):
         _train(tmp_path, checkpoint_every_n_batches=0)
     with pytest.raises(ValueError, match="checkpoint_every_seconds"):
         _train(tmp_path, checkpoint_every_seconds=-1)
 
 
-def test_sigterm_stops_after_the_batch_and_saves_it(tmp_path):
+def test_mid_epoch_checkpoints_without_a_logdir_are_an_error_not_silently_dropped(tmp_path):
+    # Before: the run trained on and never wrote last.pth; a preempted job lost everything.
+    with pytest.raises(ValueError, match=r"train\(checkpoint_every_n_batches=2\) .* no logdir"):
+        _train(None, checkpoint_every_n_batches=2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"train\(checkpoint_every_seconds=5\) .* no logdir"):
+        _train(None, checkpoint_every_seconds=5)  # type: ignore[arg-type]
+    own = plugins.CheckpointCallback(every_n_batches=2)
+    with pytest.raises(ValueError, match=r"CheckpointCallback\(every_n_batches=2\) .* no logdir"):
+        _train(None, callbacks=[own])  # type: ignore[arg-type]
+    # A checkpoint callback with a folder of its own writes the run's mid-epoch saves.
+    positions: list[Any] = []
+
+    def saved(sender: Any, position: Any = None, **_: Any) -> None:
+        positions.append(position and position["batches"])
+
+    folder = plugins.CheckpointCallback(logdir=tmp_path)
+    with signals.checkpoint_saved.connected_to(saved):
+        _train(None, checkpoint_every_n_batches=2, callbacks=[folder])  # type: ignore[arg-type]
+    assert positions[:4] == [2, 4, 6, None]  # 6 train batches, then epoch 1's own save
+
+
+def test_preempted_run_is_recorded_as_preempted_not_failed(tmp_path):
+    def term(runner: Any) -> None:
+        if runner.batch_step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Preempted):
+        _train(tmp_path, callbacks=[FunctionCallback("batch_end", term)])
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["status"] == "preempted"
+
+
+def test_sigterm_without_a_logdir_does_not_claim_to_save(caplog):
+    def term(runner: Any) -> None:
+        if runner.batch_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Preempted):
+        _train(None, callbacks=[FunctionCallback("batch_end", term)])  # type: ignore[arg-type]
+    assert "SIGTERM: stopping after the current batch, no logdir: not saved" in caplog.text
+
+
+def test_sigterm_stops_after_the_batch_and_saves_it(tmp_path, caplog):
     def term(runner: Any) -> None:
         if runner.batch_step == 4:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -121,6 +173,7 @@ def test_sigterm_stops_after_the_batch_and_saves_it(tmp_path):
             ],
         )
     assert stopped.value.code == PREEMPTED_STATUS == 143
+    assert "SIGTERM: stopping after the current batch, saving it" in caplog.text
     assert ended == [4]  # the end events were published, after batch 4
     position = ckpt.load_checkpoint(tmp_path / "checkpoints" / "last.pth")["position"]
     assert (position["epoch"], position["loader"], position["batches"]) == (1, "train", 4)

@@ -45,7 +45,10 @@ def torch_load(path: Path, *, mmap: bool = False) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
     if path.is_dir():
-        raise IsADirectoryError(f"checkpoint {path}: is a folder, expected a .pth file")
+        folder = path if path.name == "checkpoints" else path / "checkpoints"
+        last = folder / "last.pth"
+        hint = f" (this run's last checkpoint is {last})" if last.exists() else ""
+        raise IsADirectoryError(f"checkpoint {path}: is a folder, expected a .pth file{hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except PermissionError:
