@@ -211,6 +211,15 @@ def _run(
     label = f"example {example!r}" if example else str(path)
     try:
         config = load_config(path, overrides)
+        train = config.get("train") or {}
+        if train.get("resume") == "auto" and train.get("logdir") is None:
+            raise ConfigError(
+                "train.resume",
+                "a train.logdir to resume from",
+                "none",
+                message="'auto' resumes from train.logdir/checkpoints, but train.logdir is not "
+                "set (--set train.logdir=PATH)",
+            )
         _progress_bars_on_a_terminal(config)
         experiment = build(config)  # raises every config error, before the summary
         experiment.source = source or Path(path)  # saved with the config in the logdir

@@ -372,6 +372,13 @@ def test_a_logdir_given_as_the_checkpoint_names_the_file_in_it(tmp_path, capsys)
     )
 
 
+def test_resume_auto_without_a_logdir_is_a_config_error(capsys):
+    assert cli.main(["run", "--example", "digits", "--resume", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "train.resume: 'auto' resumes from train.logdir/checkpoints" in err, err
+    assert "Traceback" not in err
+
+
 def test_resume_without_a_saved_config_says_what_to_do(tmp_path, capsys):
     assert cli.main(["resume", str(tmp_path)]) == 2
     assert "no resolved config here" in capsys.readouterr().err
