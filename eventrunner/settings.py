@@ -117,11 +117,14 @@ class TrainSettings:
     )
     checkpoint_every_n_batches: int | None = _arg(
         None,
-        "Also write last.pth every N batches of each train pass (resume goes on from there).",
+        "Also write last.pth every N batches of each train pass (resume goes on from there; "
+        "needs a logdir).",
         group="logdir",
     )
     checkpoint_every_seconds: float | None = _arg(
-        None, "Also write last.pth inside train passes every S seconds.", group="logdir"
+        None,
+        "Also write last.pth inside train passes every S seconds (needs a logdir).",
+        group="logdir",
     )
     overwrite: bool = _arg(
         False, "Let a new run replace the files of a previous run in logdir.", group="logdir"
