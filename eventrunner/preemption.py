@@ -49,10 +49,8 @@ def stop_on_sigterm(runner: Any) -> Iterator[None]:
 
     def request_stop(signum: int, frame: Any) -> None:
         if not (runner.stop_requested or runner.stop_pending):
-            # What saves it: a logdir, the run's or a checkpoint subscriber's own.
-            folders = [runner.logdir, *(getattr(cb, "logdir", None) for cb in runner.callbacks)]
-            saved = "saving it" if any(f is not None for f in folders) else "no logdir: not saved"
-            log.warning("eventrunner: SIGTERM: stopping after the current batch, %s", saved)
+            # The checkpoint subscribers say what they saved (nothing without a logdir).
+            log.warning("eventrunner: SIGTERM: stopping after the current batch")
         if runner.ddp:
             runner.stop_pending = "SIGTERM"  # all ranks stop at one batch (DistributedCallback)
         else:

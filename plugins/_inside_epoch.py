@@ -113,15 +113,16 @@ class SaveInsideEpoch(Callback):
         self.save(runner)
         self._since = time.monotonic()
 
-    def save(self, runner: RunState) -> None:
-        """Write the owner's ``last.pth`` where the run stands inside its loader pass."""
+    def save(self, runner: RunState) -> dict[str, Any] | None:
+        """Write the owner's ``last.pth`` where the run stands inside its loader pass; where
+        that is (epoch, loader, batches), or None where this process writes nothing."""
         owner = self.owner
         if runner.position_rng is None:
-            return
+            return None
         position = ckpt.capture_position(runner)  # under DDP: on every rank (a gather)
         folder = owner.folder
         if folder is None:
-            return
+            return None
         owner._writer.wait()
         where = {key: position[key] for key in ("epoch", "loader", "batches")}
         done = runner.epoch_step - 1
@@ -136,3 +137,4 @@ class SaveInsideEpoch(Callback):
             position=position,
         )
         owner._write(runner, state, plan, where)
+        return where

@@ -336,8 +336,17 @@ class CheckpointCallback(Callback):
         # A background write in flight finishes (or reports its failure) before the run ends.
         self._writer.wait()
         if isinstance(runner.exception, Preempted) and runner.loader_key is not None:
-            self._inside.save(runner)  # the batch the run stopped after
+            where = self._inside.save(runner)  # the batch the run stopped after
             self._writer.wait()
+            if where is not None and self.folder is not None:
+                log.warning(
+                    "eventrunner: %s: saved %s in epoch %d, %s after batch %d",
+                    runner.exception.reason,
+                    self.folder.path / ckpt.LAST,
+                    where["epoch"],
+                    where["loader"],
+                    where["batches"],
+                )
 
     def on_experiment_end(self, runner: RunState) -> None:
         self._writer.close()

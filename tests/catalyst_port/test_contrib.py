@@ -160,8 +160,7 @@ def test_mnist_simple_net() -> None:
     images = torch.randn(2, 1, 28, 28, generator=_gen(41))
     # float32 convolutions and matmuls sum in an order that depends on the CPU's vector unit:
     # catalyst's values, recorded on another machine, and ours on an AVX-512 Xeon differ by up
-    # to 1.5e-6.
-    # 1e-5 is torch.testing.assert_close's float32 tolerance.
+    # to 1.5e-6. 1e-5 is torch.testing.assert_close's float32 tolerance.
     with torch.no_grad():
         close(model(images), MNIST_OUT, tolerance=1e-5)
         close(plain(images), MNIST_OUT_NONORM, tolerance=1e-5)
